@@ -1,0 +1,140 @@
+//! The keypool daemon: flags (or `KEYPOOL_*` environment variables) in, a running server out.
+//!
+//! Everything of substance lives in the library; this file only reads the configuration, sets up
+//! logging and the runtime, binds the listener, and turns SIGINT/SIGTERM into a clean shutdown.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use keypool::pool::{PoolConfig, MAX_POOL_KEYS};
+use keypool::protocol::duration;
+use keypool::server::{self, Config};
+use tracing_subscriber::EnvFilter;
+
+/// A daemon that owns a pool of random API keys and leases them out over a memcached-style line
+/// protocol. Try it with `nc 127.0.0.1 7171`, then type `GEN 3`, `GET`, `STATS`.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Flags {
+    /// Address to listen on (host:port).
+    #[arg(long, env = "KEYPOOL_LISTEN", default_value = "127.0.0.1:7171")]
+    listen: String,
+
+    /// How long GET blocks a key before it is released by itself (e.g. 250ms, 60s, 5m, 1h).
+    #[arg(long, env = "KEYPOOL_BLOCK_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+    block_timeout: Duration,
+
+    /// How long a key lives without GEN or PING before it is deleted for good (e.g. 30s, 5m, 1h).
+    #[arg(long, env = "KEYPOOL_KEEPALIVE_TIMEOUT", default_value = "5m", value_parser = positive_duration)]
+    keepalive_timeout: Duration,
+
+    /// The most keys the pool may hold; a GEN that would pass it is refused with `SERVER_ERROR pool full`.
+    #[arg(long, env = "KEYPOOL_MAX_KEYS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_POOL_KEYS as u64))]
+    max_keys: u64,
+
+    /// The most clients served at once; more are told `SERVER_ERROR too many connections` and closed.
+    #[arg(long, env = "KEYPOOL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+
+    /// The longest request line accepted, in bytes; a longer one gets `CLIENT_ERROR line too long` and the
+    /// connection is closed.
+    #[arg(long, env = "KEYPOOL_MAX_LINE", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+    max_line: u64,
+
+    /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime).
+    /// Default: one per CPU core.
+    #[arg(long, env = "KEYPOOL_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration::parse(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn main() -> Result<()> {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let addr = resolve(&flags.listen)?;
+    let config = Config {
+        pool: PoolConfig {
+            block_timeout: flags.block_timeout,
+            keepalive_timeout: flags.keepalive_timeout,
+            max_keys: flags.max_keys as usize,
+        },
+        max_connections: flags.max_connections as usize,
+        max_line: flags.max_line as usize,
+    };
+    let runtime = match flags.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n as usize).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .context("cannot start the tokio runtime")?;
+
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr().context("cannot read the listening address")?;
+        tracing::info!(
+            %addr,
+            block_timeout = %duration::format(config.pool.block_timeout),
+            keepalive_timeout = %duration::format(config.pool.keepalive_timeout),
+            max_keys = config.pool.max_keys,
+            max_connections = config.max_connections,
+            max_line = config.max_line,
+            threads = flags.threads.map_or_else(|| "per-core".to_string(), |n| n.to_string()),
+            version = env!("CARGO_PKG_VERSION"),
+            "keypool listening"
+        );
+        server::run(listener, config, shutdown_signal()).await;
+        tracing::info!("keypool stopped");
+        Ok(())
+    })
+}
+
+fn resolve(listen: &str) -> Result<SocketAddr> {
+    let mut addrs = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen:?}: expected host:port, such as 127.0.0.1:7171"))?;
+    match addrs.next() {
+        Some(addr) => Ok(addr),
+        None => bail!("--listen {listen:?} resolves to no address"),
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => tracing::info!("SIGINT received"),
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch for SIGTERM; only SIGINT will stop the daemon");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+        tracing::info!("interrupt received");
+    }
+}

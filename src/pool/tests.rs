@@ -1,0 +1,3 @@
+//! Unit and model-based tests of the engine.
+
+use super::*;

@@ -1,0 +1,128 @@
+//! One client connection: read, cut into lines, answer the whole batch, write once, repeat.
+//!
+//! Pipelining is where a line protocol wins or loses, so each turn of the loop answers every complete
+//! request already buffered under a single lock of the pool and sends all their replies with a single
+//! `write_all`. A batch stops early once its replies pass [`OUTPUT_HIGH_WATER`], is written out, and
+//! resumes from the buffered input before anything more is read: one connection's huge pipeline can
+//! neither hold the lock for long nor grow its output without bound.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::execute::execute;
+use super::Shared;
+use crate::protocol::framing::{self, Line, LineTooLong};
+use crate::protocol::{reply, Request, RequestError};
+
+/// What a connection buffers before its first read, and how much room it makes before each read.
+const READ_CHUNK: usize = 4096;
+
+/// Reply bytes after which a batch pauses to write them out.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// How long a connection closed for a protocol error keeps draining its client's unread input, so that
+/// closing does not reset the connection and destroy the error reply before the client reads it.
+const DRAIN_BEFORE_CLOSE: Duration = Duration::from_millis(500);
+
+/// How a batch ended.
+enum Progress {
+    /// Every complete line was answered; read more.
+    NeedInput,
+    /// The replies reached the high-water mark; write them and go on with the buffered input.
+    OutputFull,
+    /// The client sent QUIT.
+    Quit,
+    /// A line passed `--max-line`; the error is in the output and the connection must close.
+    LineTooLong,
+}
+
+/// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled (then it
+/// finishes the batch in hand first).
+pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationToken) -> io::Result<()> {
+    let max_line = shared.config.max_line;
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::new();
+    loop {
+        let progress = answer_buffered(shared, &mut input, &mut output, max_line);
+        if !output.is_empty() {
+            socket.write_all(&output).await?;
+            output.clear();
+        }
+        match progress {
+            Progress::NeedInput => {}
+            Progress::OutputFull => continue,
+            Progress::Quit => return Ok(()),
+            Progress::LineTooLong => return drain_and_close(socket).await,
+        }
+        input.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            read = socket.read_buf(&mut input) => read?,
+            () = stop.cancelled() => return Ok(()),
+        };
+        if read == 0 {
+            // The client hung up; a partial last line is dropped unanswered.
+            return Ok(());
+        }
+    }
+}
+
+/// Answers the complete lines at the front of `input`, consuming them, with replies appended to
+/// `output`. Takes the pool's lock only if there is at least one line, and then only once.
+fn answer_buffered(shared: &Shared, input: &mut BytesMut, output: &mut BytesMut, max_line: usize) -> Progress {
+    let mut line = match framing::next_line(input, max_line) {
+        Ok(Some(line)) => line,
+        Ok(None) => return Progress::NeedInput,
+        Err(LineTooLong) => return line_too_long(output),
+    };
+    let mut locked = shared.lock();
+    loop {
+        let Line { len, consumed } = line;
+        let parsed = Request::parse(&input[..len]);
+        input.advance(consumed);
+        match parsed {
+            Ok(Some(Request::Quit)) => {
+                locked.count(Request::Quit.command());
+                return Progress::Quit;
+            }
+            Ok(Some(request)) => execute(request, &mut locked, shared, output),
+            Ok(None) => {}
+            Err(error @ RequestError::UnknownCommand(_)) => reply::error(output, &error.to_string()),
+            Err(RequestError::BadArguments(message)) => reply::client_error(output, &message),
+        }
+        if output.len() >= OUTPUT_HIGH_WATER {
+            return Progress::OutputFull;
+        }
+        line = match framing::next_line(input, max_line) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Progress::NeedInput,
+            Err(LineTooLong) => return line_too_long(output),
+        };
+    }
+}
+
+fn line_too_long(output: &mut BytesMut) -> Progress {
+    reply::client_error(output, &LineTooLong.to_string());
+    Progress::LineTooLong
+}
+
+/// Closes after a protocol error: sends FIN, then reads and discards what the client still sends for a
+/// short while. Closing a socket with unread input makes the kernel answer with a reset, and a reset
+/// can discard the error reply on its way to the client.
+async fn drain_and_close(mut socket: TcpStream) -> io::Result<()> {
+    socket.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(DRAIN_BEFORE_CLOSE, async {
+        while let Ok(n) = socket.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The accept loop: admits connections up to `--max-connections`, and shuts down cleanly.
+//!
+//! A client past the limit is told `SERVER_ERROR too many connections` and closed at once. The reply is
+//! sent with a non-blocking `try_write` straight from the accept loop: a new socket's send buffer is
+//! empty, so it fits, and a flood of connections costs no task or wait per rejected client.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{connection, Shared};
+
+const TOO_MANY_CONNECTIONS: &[u8] = b"SERVER_ERROR too many connections\r\n";
+
+/// Accepts connections until `shutdown` completes, then waits for the open ones to finish their batch.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before we took it: neither is the
+                // listener's fault. Pause briefly so that a descriptor shortage does not spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            shared.connection_rejected();
+            tracing::debug!(%peer, "refused: too many connections");
+            let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        shared.connection_opened();
+        let shared = Arc::clone(&shared);
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tracing::debug!(%peer, "connection opened");
+            if let Err(error) = connection::serve(socket, &shared, stop).await {
+                tracing::debug!(%peer, %error, "connection ended by an I/O error");
+            }
+            shared.connection_closed();
+            drop(permit);
+            tracing::debug!(%peer, "connection closed");
+        });
+    }
+
+    tracing::info!(open = connections.len(), "shutting down: no new connections; finishing open batches");
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+}

@@ -1,0 +1,90 @@
+//! The server: a TCP listener, one task per connection, one background task for the pool's timers.
+//!
+//! The pieces, in the order a request meets them:
+//!
+//! - [`listener`] accepts connections, enforces `--max-connections`, and on shutdown stops accepting
+//!   and waits for the connections to finish their current batch;
+//! - [`connection`] reads a client's bytes, cuts them into lines, and answers a whole batch of pipelined
+//!   requests under one lock and with one write;
+//! - [`execute`] applies one request to the pool and writes its reply;
+//! - [`state`] is what every connection shares: the pool behind its mutex, and the counters for STATS;
+//! - [`expiry`] drives the pool's timers.
+
+mod connection;
+mod execute;
+mod expiry;
+mod listener;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::pool::{Pool, PoolConfig};
+
+pub use state::Shared;
+
+/// Everything the server needs to know; the daemon fills it from its flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The pool's windows and size limit.
+    pub pool: PoolConfig,
+    /// The most connections served at once; more are told `SERVER_ERROR too many connections`.
+    pub max_connections: usize,
+    /// The longest request line accepted, in bytes, line ending excluded.
+    pub max_line: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { pool: PoolConfig::default(), max_connections: 10_000, max_line: 4096 }
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then stops accepting, lets every connection finish the
+/// batch it is working on, and returns.
+///
+/// Must be called inside a tokio runtime (any flavour).
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+    let shared = Arc::new(Shared::new(Pool::new(config.pool.clone()), config));
+    run_with(listener, shared, shutdown).await;
+}
+
+/// As [`run`], over state the caller built (tests use it to hold a handle to the pool).
+pub async fn run_with(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let expiry = tokio::spawn(expiry::run(Arc::clone(&shared)));
+    listener::serve(listener, shared, shutdown).await;
+    expiry.abort();
+}
+
+/// A server running in the background of the current runtime, for tests, benches and embedding.
+pub struct Handle {
+    addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Binds `addr` (use port 0 for any free port) and starts serving on it.
+    pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move { run(listener, config, stopped.cancelled_owned()).await });
+        Ok(Handle { addr, stop, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Shuts the server down as SIGTERM would, and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
