@@ -82,9 +82,7 @@ fn main() -> Result<()> {
     .context("cannot start the tokio runtime")?;
 
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
         tracing::info!(
             %addr,

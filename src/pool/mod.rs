@@ -277,12 +277,7 @@ impl Pool {
 
     /// Counts and totals. O(1).
     pub fn stats(&self) -> PoolStats {
-        PoolStats {
-            keys: self.keys.len(),
-            keys_free: self.free.len(),
-            keys_blocked: self.leases.len(),
-            ..self.stats
-        }
+        PoolStats { keys: self.keys.len(), keys_free: self.free.len(), keys_blocked: self.leases.len(), ..self.stats }
     }
 
     /// Applies the timers that are due: leases whose block window passed become free, keys whose

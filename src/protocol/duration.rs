@@ -85,7 +85,9 @@ mod tests {
 
     #[test]
     fn formats_in_the_largest_exact_unit_and_reads_back() {
-        for (ms, text) in [(0, "0s"), (250, "250ms"), (1500, "1500ms"), (60_000, "1m"), (90_000, "90s"), (7_200_000, "2h")] {
+        for (ms, text) in
+            [(0, "0s"), (250, "250ms"), (1500, "1500ms"), (60_000, "1m"), (90_000, "90s"), (7_200_000, "2h")]
+        {
             let duration = Duration::from_millis(ms);
             assert_eq!(format(duration), text);
             assert_eq!(parse(text), Ok(duration));

@@ -171,9 +171,9 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Args<'a, I> {
     fn optional_key_id(&mut self) -> Result<Option<KeyId>, RequestError> {
         match self.tokens.next() {
             None => Ok(None),
-            Some(token) => KeyId::parse(token)
-                .map(Some)
-                .ok_or_else(|| bad("malformed key id: ids are 24 letters and digits")),
+            Some(token) => {
+                KeyId::parse(token).map(Some).ok_or_else(|| bad("malformed key id: ids are 24 letters and digits"))
+            }
         }
     }
 

@@ -4,10 +4,10 @@ use bytes::BytesMut;
 
 use super::state::Locked;
 use super::Shared;
+use crate::pool::Release;
 use crate::protocol::reply::{self, words};
 use crate::protocol::request::Command;
 use crate::protocol::Request;
-use crate::pool::Release;
 
 /// The version reported by `VERSION` and `STATS`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
