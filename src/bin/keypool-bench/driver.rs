@@ -84,7 +84,14 @@ const SHARE_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs one connection to `addr` through `schedule`. Never fails: a broken connection ends early and
 /// says why in `Tally::failure`.
-pub async fn run(target: Target, addr: String, mut source: OpSource, pace: Pace, schedule: Schedule, live: Arc<Live>) -> Tally {
+pub async fn run(
+    target: Target,
+    addr: String,
+    mut source: OpSource,
+    pace: Pace,
+    schedule: Schedule,
+    live: Arc<Live>,
+) -> Tally {
     let mut tally = Tally::new();
     if let Err(error) = drive(target, &addr, &mut source, pace, schedule, &live, &mut tally).await {
         tally.failure = Some(format!("{error:#}"));

@@ -82,6 +82,10 @@ struct Flags {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
 
+    /// Also hold this many idle connections open for the whole run (they connect before the busy ones).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    idle: u64,
+
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -124,7 +128,12 @@ async fn run(flags: Flags) -> Result<()> {
         None => flags.server.clone(),
     };
     let keys = if flags.no_seed { 0 } else { flags.keys as usize };
-    let ids = Arc::new(seed::seed(flags.target, &addr, keys).await?);
+    let ids = Arc::new(seed::seed(flags.target, &addr, keys, flags.workload.needs_ids(flags.target)).await?);
+
+    let mut idle = Vec::with_capacity(flags.idle as usize);
+    for _ in 0..flags.idle {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.context("cannot open an idle connection")?);
+    }
 
     let connections = flags.connections as usize;
     let pace = match flags.rate {
@@ -156,6 +165,7 @@ async fn run(flags: Flags) -> Result<()> {
         target: flags.target.name(),
         workload: flags.workload.name(),
         connections,
+        idle: flags.idle as usize,
         pipeline: flags.pipeline as usize,
         rate: flags.rate,
         keys: ids.len(),
@@ -176,6 +186,7 @@ async fn run(flags: Flags) -> Result<()> {
     } else {
         print!("{}", summary.to_table());
     }
+    drop(idle);
     if let Some(handle) = embedded {
         handle.stop().await;
     }

@@ -10,6 +10,7 @@ pub struct Summary {
     pub target: &'static str,
     pub workload: &'static str,
     pub connections: usize,
+    pub idle: usize,
     pub pipeline: usize,
     pub rate: Option<u64>,
     pub keys: usize,
@@ -65,6 +66,7 @@ impl Summary {
             "target": self.target,
             "workload": self.workload,
             "connections": self.connections,
+            "idle_connections": self.idle,
             "pipeline": self.pipeline,
             "rate": self.rate,
             "keys": self.keys,
@@ -94,8 +96,12 @@ impl Summary {
             Some(rate) => format!("open loop at {rate} ops/s"),
             None => format!("pipeline {}", self.pipeline),
         };
+        let idle = match self.idle {
+            0 => String::new(),
+            n => format!(" + {n} idle"),
+        };
         let mut text = format!(
-            "target     {} ({} workload, {} connections, {pace}, {} keys)\n\
+            "target     {} ({} workload, {} connections{idle}, {pace}, {} keys)\n\
              duration   {:.1} s\n\
              ops        {} ({:.0} ops/s)\n\
              latency    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n\

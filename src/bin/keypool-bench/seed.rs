@@ -18,8 +18,9 @@ const IN_FLIGHT: usize = 8;
 /// Ids per seeding request for memcached and redis.
 const CHUNK: usize = 1000;
 
-/// Puts `count` keys into the server and returns their ids.
-pub async fn seed(target: Target, addr: &str, count: usize) -> Result<Vec<Id>> {
+/// Puts `count` keys into the server and returns their ids. For redis, `per_key_strings` also stores a
+/// string per key for `EXPIRE` and `TTL` to act on; the lease workload needs only the set.
+pub async fn seed(target: Target, addr: &str, count: usize, per_key_strings: bool) -> Result<Vec<Id>> {
     let mut stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr} to seed"))?;
     stream.set_nodelay(true)?;
     match target {
@@ -31,7 +32,7 @@ pub async fn seed(target: Target, addr: &str, count: usize) -> Result<Vec<Id>> {
                 send_and_count_lines(&mut stream, format!("DEL {REDIS_FREE_SET}\r\n").as_bytes(), 1).await?;
             }
             for chunk in ids.chunks(CHUNK) {
-                let (request, replies) = store_request(target, chunk);
+                let (request, replies) = store_request(target, chunk, per_key_strings);
                 send_and_count_lines(&mut stream, &request, replies).await?;
             }
             Ok(ids)
@@ -40,7 +41,7 @@ pub async fn seed(target: Target, addr: &str, count: usize) -> Result<Vec<Id>> {
 }
 
 /// The requests that store `chunk`, and how many one-line replies they bring.
-fn store_request(target: Target, chunk: &[Id]) -> (Vec<u8>, usize) {
+fn store_request(target: Target, chunk: &[Id], per_key_strings: bool) -> (Vec<u8>, usize) {
     let mut request = Vec::new();
     let id_text = |id: &Id| String::from_utf8_lossy(id).into_owned();
     match target {
@@ -57,6 +58,9 @@ fn store_request(target: Target, chunk: &[Id]) -> (Vec<u8>, usize) {
                 request.extend_from_slice(format!(" {}", id_text(id)).as_bytes());
             }
             request.extend_from_slice(b"\r\n");
+            if !per_key_strings {
+                return (request, 1);
+            }
             for id in chunk {
                 request.extend_from_slice(format!("SET {REDIS_KEY_PREFIX}{} 1 EX 3600\r\n", id_text(id)).as_bytes());
             }

@@ -247,7 +247,12 @@ mod tests {
         let info = b"STAT id abcdefghijklmnopqrstuvwx\r\nSTAT state free\r\nSTAT leases 0\r\nEND\r\n";
         parses_only_when_complete(k, Op::Info(ID), info, Reply::Done(None));
         parses_only_when_complete(k, Op::Gen(ID), b"KEY abcdefghijklmnopqrstuvwx\r\nEND\r\n", Reply::Done(None));
-        parses_only_when_complete(k, Op::Gen(ID), b"SERVER_ERROR pool full\r\n", Reply::Error("SERVER_ERROR pool full".into()));
+        parses_only_when_complete(
+            k,
+            Op::Gen(ID),
+            b"SERVER_ERROR pool full\r\n",
+            Reply::Error("SERVER_ERROR pool full".into()),
+        );
         parses_only_when_complete(k, Op::Ping(ID), b"RELEASED\r\n", Reply::Unexpected("RELEASED".into()));
     }
 
