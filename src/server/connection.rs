@@ -25,7 +25,10 @@ const READ_CHUNK: usize = 4096;
 /// Reply bytes after which a batch pauses to write them out.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
-/// How long a connection closed for a protocol error keeps draining its client's unread input, so that
+/// How long replies already being written may take once shutdown has begun.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a connection closed by the server (QUIT, a protocol error, shutdown) keeps draining its client's unread input, so that
 /// closing does not reset the connection and destroy the error reply before the client reads it.
 const DRAIN_BEFORE_CLOSE: Duration = Duration::from_millis(500);
 
@@ -41,8 +44,9 @@ enum Progress {
     LineTooLong,
 }
 
-/// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled (then it
-/// finishes the batch in hand first).
+/// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled. On `stop`,
+/// the batch in hand is still answered, but a client that does not read its replies gets only
+/// [`SHUTDOWN_GRACE`] to take them: one stuck client must not keep the daemon from exiting.
 pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationToken) -> io::Result<()> {
     let max_line = shared.config.max_line;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
@@ -50,19 +54,21 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
     loop {
         let progress = answer_buffered(shared, &mut input, &mut output, max_line);
         if !output.is_empty() {
-            socket.write_all(&output).await?;
+            tokio::select! {
+                written = socket.write_all(&output) => written?,
+                () = grace_after(&stop) => return Ok(()),
+            }
             output.clear();
         }
         match progress {
             Progress::NeedInput => {}
             Progress::OutputFull => continue,
-            Progress::Quit => return Ok(()),
-            Progress::LineTooLong => return drain_and_close(socket).await,
+            Progress::Quit | Progress::LineTooLong => return drain_and_close(socket).await,
         }
         input.reserve(READ_CHUNK);
         let read = tokio::select! {
             read = socket.read_buf(&mut input) => read?,
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return drain_and_close(socket).await,
         };
         if read == 0 {
             // The client hung up; a partial last line is dropped unanswered.
@@ -110,9 +116,16 @@ fn line_too_long(output: &mut BytesMut) -> Progress {
     Progress::LineTooLong
 }
 
-/// Closes after a protocol error: sends FIN, then reads and discards what the client still sends for a
+/// Completes [`SHUTDOWN_GRACE`] after `stop` is cancelled.
+async fn grace_after(stop: &CancellationToken) {
+    stop.cancelled().await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
+/// Closes from the server's side: sends FIN, then reads and discards what the client still sends for a
 /// short while. Closing a socket with unread input makes the kernel answer with a reset, and a reset
-/// can discard the error reply on its way to the client.
+/// can discard replies still on their way to the client (after QUIT, the client may already have
+/// pipelined more).
 async fn drain_and_close(mut socket: TcpStream) -> io::Result<()> {
     socket.shutdown().await?;
     let mut sink = [0u8; 4096];

@@ -60,6 +60,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         });
     }
 
+    // Close the listening socket first, so that clients arriving now are refused by the kernel rather
+    // than left waiting in the backlog of a listener nobody will accept from.
+    drop(listener);
     tracing::info!(open = connections.len(), "shutting down: no new connections; finishing open batches");
     stop.cancel();
     connections.close();

@@ -1,0 +1,317 @@
+//! Shared helpers for the wire-level integration tests: starting an in-process server on a free port,
+//! and a tiny line client over a tokio `TcpStream` that checks every reply line is ended by CRLF.
+//!
+//! Every wait in here is bounded by [`IO_TIMEOUT`] (or an explicit deadline), so a server that stops
+//! answering makes a test fail instead of hang.
+
+// Each test binary compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keypool::pool::PoolConfig;
+use keypool::server::{Config, Handle};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// The longest any single wait for the server may take before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The version the server must report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs `future`, failing the test with `what` if it takes longer than [`IO_TIMEOUT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(IO_TIMEOUT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {IO_TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// A server configuration with long windows (nothing expires during a test) and room for many keys.
+pub fn config() -> Config {
+    Config {
+        pool: PoolConfig {
+            block_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(300),
+            max_keys: 10_000_000,
+        },
+        max_connections: 1000,
+        max_line: 4096,
+    }
+}
+
+/// [`config`] with the given block and keep-alive windows.
+pub fn config_with_windows(block: Duration, keepalive: Duration) -> Config {
+    let mut config = config();
+    config.pool.block_timeout = block;
+    config.pool.keepalive_timeout = keepalive;
+    config
+}
+
+/// Starts a server on a free port of 127.0.0.1 in the current runtime.
+pub async fn start(config: Config) -> Handle {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+    within("the server to start", Handle::start(addr, config)).await.expect("the server binds 127.0.0.1:0")
+}
+
+/// Stops a server, failing the test if that takes longer than [`IO_TIMEOUT`].
+pub async fn stop(handle: Handle) {
+    within("the server to stop", handle.stop()).await;
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_millis() as u64
+}
+
+/// Panics unless `id` is a well-formed key id: 24 ASCII letters and digits.
+pub fn assert_id(id: &str) {
+    assert!(id.len() == 24 && id.bytes().all(|b| b.is_ascii_alphanumeric()), "malformed key id {id:?}");
+}
+
+/// The key id in a `KEY <id>` line; panics on anything else.
+pub fn key_of(line: &str) -> String {
+    let id = line.strip_prefix("KEY ").unwrap_or_else(|| panic!("expected `KEY <id>`, got {line:?}"));
+    assert_id(id);
+    id.to_string()
+}
+
+/// The same id with the case of every letter swapped: a different, well-formed id.
+pub fn swap_case(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() }).collect()
+}
+
+/// A well-formed id that no server will ever generate by chance (the odds are 62^-24).
+pub const UNKNOWN_ID: &str = "000000000000000000000000";
+
+/// The reading half of a connection: reply lines, one at a time.
+pub struct Lines {
+    reader: BufReader<OwnedReadHalf>,
+}
+
+impl Lines {
+    /// The next reply line, without its CRLF, or `None` at a clean end of stream. Fails the test if the
+    /// line does not end with CRLF, holds another CR or LF, or is not ASCII.
+    pub async fn try_line(&mut self) -> io::Result<Option<String>> {
+        let mut buf = Vec::new();
+        let read = within("a reply line", self.reader.read_until(b'\n', &mut buf)).await?;
+        if read == 0 {
+            return Ok(None);
+        }
+        assert!(buf.ends_with(b"\r\n"), "reply line not ended by CRLF: {:?}", String::from_utf8_lossy(&buf));
+        buf.truncate(buf.len() - 2);
+        assert!(!buf.contains(&b'\r'), "stray CR inside a reply line: {:?}", String::from_utf8_lossy(&buf));
+        assert!(buf.is_ascii(), "reply line is not ASCII: {:?}", String::from_utf8_lossy(&buf));
+        Ok(Some(String::from_utf8(buf).expect("ASCII is UTF-8")))
+    }
+
+    /// The next reply line; fails the test on end of stream or an I/O error.
+    pub async fn line(&mut self) -> String {
+        match self.try_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("the server closed the connection where a reply line was expected"),
+            Err(error) => panic!("reading a reply line: {error}"),
+        }
+    }
+
+    /// The lines of a block up to (not including) its `END`. Fails the test if the first line is not a
+    /// `KEY` or `STAT` line (an error or `NOT_FOUND` instead of a block).
+    pub async fn block(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line == "END" {
+                return lines;
+            }
+            assert!(
+                line.starts_with("KEY ") || line.starts_with("STAT "),
+                "expected KEY or STAT lines ending with END, got {line:?} after {} lines",
+                lines.len()
+            );
+            lines.push(line);
+        }
+    }
+
+    /// The ids of a `KEY` block, checked to be well formed.
+    pub async fn key_block(&mut self) -> Vec<String> {
+        self.block().await.iter().map(|line| key_of(line)).collect()
+    }
+
+    /// Waits for the server to close the connection with nothing more sent: a clean end of stream, or a
+    /// reset (which also closes it). Fails the test if a line arrives or nothing happens in time.
+    pub async fn expect_closed(&mut self) {
+        match self.try_line().await {
+            Ok(None) => {}
+            Err(error) if matches!(error.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {}
+            Err(error) => panic!("expected the connection to close, got the error {error}"),
+            Ok(Some(line)) => panic!("expected the connection to close, got the line {line:?}"),
+        }
+    }
+
+    /// Fails the test if anything at all arrives (or the connection closes) within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        let mut buf = Vec::new();
+        if let Ok(read) = tokio::time::timeout(quiet, self.reader.read_until(b'\n', &mut buf)).await {
+            panic!("expected no reply, got {read:?} with {:?}", String::from_utf8_lossy(&buf));
+        }
+    }
+}
+
+/// A connection to the server: a writing half and a [`Lines`] reader, usable at the same time.
+pub struct Client {
+    pub lines: Lines,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = within("a connection", TcpStream::connect(addr)).await.expect("connect to the server");
+        Client::from_stream(stream)
+    }
+
+    /// Connects to `addr` with a kernel receive buffer of only a few kilobytes, so that large replies
+    /// back up into the server's send buffer until the client reads them.
+    pub async fn connect_with_small_receive_buffer(addr: SocketAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(4096).expect("set SO_RCVBUF");
+        Client::from_stream(within("a connection", socket.connect(addr)).await.expect("connect to the server"))
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        let (reader, writer) = stream.into_split();
+        Client { lines: Lines { reader: BufReader::new(reader) }, writer }
+    }
+
+    /// Sends raw bytes, exactly as given.
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        within("a write", self.writer.write_all(bytes.as_ref())).await.expect("write to the server");
+    }
+
+    /// Sends `request` followed by CRLF.
+    pub async fn send_line(&mut self, request: &str) {
+        self.send(format!("{request}\r\n")).await;
+    }
+
+    /// Closes the writing half (sends FIN); the server still may answer.
+    pub async fn shutdown_write(&mut self) {
+        within("a shutdown", self.writer.shutdown()).await.expect("shut down the write half");
+    }
+
+    /// See [`Lines::line`].
+    pub async fn line(&mut self) -> String {
+        self.lines.line().await
+    }
+
+    /// See [`Lines::block`].
+    pub async fn block(&mut self) -> Vec<String> {
+        self.lines.block().await
+    }
+
+    /// See [`Lines::expect_closed`].
+    pub async fn expect_closed(&mut self) {
+        self.lines.expect_closed().await;
+    }
+
+    /// See [`Lines::expect_silence`].
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        self.lines.expect_silence(quiet).await;
+    }
+
+    /// Sends one request line and returns the single reply line.
+    pub async fn cmd(&mut self, request: &str) -> String {
+        self.send_line(request).await;
+        self.line().await
+    }
+
+    /// `GEN count`: the new ids, checked to be well formed and as many as asked for.
+    pub async fn gen(&mut self, count: usize) -> Vec<String> {
+        self.send_line(&format!("GEN {count}")).await;
+        let ids = self.lines.key_block().await;
+        assert_eq!(ids.len(), count, "GEN {count} returned {} keys", ids.len());
+        ids
+    }
+
+    /// `GET`: the leased id, or `None` on `NOT_FOUND`.
+    pub async fn get(&mut self) -> Option<String> {
+        let reply = self.cmd("GET").await;
+        if reply == "NOT_FOUND" {
+            None
+        } else {
+            Some(key_of(&reply))
+        }
+    }
+
+    /// `INFO id` as a map from field to value, or `None` on `NOT_FOUND`. Checks the field order.
+    pub async fn info(&mut self, id: &str) -> Option<HashMap<String, String>> {
+        self.send_line(&format!("INFO {id}")).await;
+        let first = self.line().await;
+        if first == "NOT_FOUND" {
+            return None;
+        }
+        let mut lines = vec![first];
+        loop {
+            let line = self.line().await;
+            if line == "END" {
+                break;
+            }
+            lines.push(line);
+        }
+        let pairs = stat_pairs(&lines);
+        let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
+        let blocked = pairs.iter().any(|(name, value)| name == "state" && value == "blocked");
+        let expected: &[&str] = if blocked {
+            &["id", "state", "created_ms", "alive_until_ms", "blocked_until_ms", "leases"]
+        } else {
+            &["id", "state", "created_ms", "alive_until_ms", "leases"]
+        };
+        assert_eq!(names, expected, "INFO fields of {id}");
+        Some(pairs.into_iter().collect())
+    }
+
+    /// The state of `id` (`free`, `blocked`) or `None` if the key does not exist.
+    pub async fn state(&mut self, id: &str) -> Option<String> {
+        self.info(id).await.map(|info| info["state"].clone())
+    }
+
+    /// `STATS` as a map from name to value.
+    pub async fn stats(&mut self) -> HashMap<String, String> {
+        self.send_line("STATS").await;
+        stat_pairs(&self.block().await).into_iter().collect()
+    }
+
+    /// One numeric figure of `STATS`.
+    pub async fn stat(&mut self, name: &str) -> u64 {
+        let stats = self.stats().await;
+        let value = stats.get(name).unwrap_or_else(|| panic!("STATS has no {name}"));
+        value.parse().unwrap_or_else(|_| panic!("STAT {name} {value:?} is not a number"))
+    }
+}
+
+/// `STAT <name> <value>` lines as ordered pairs; fails the test on any other shape.
+pub fn stat_pairs(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let (Some("STAT"), Some(name), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+                panic!("expected `STAT <name> <value>`, got {line:?}");
+            };
+            assert!(!value.is_empty() && !value.contains(' '), "STAT {name} has a malformed value {value:?}");
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// Parses a numeric field of an INFO or STATS map.
+pub fn num(map: &HashMap<String, String>, name: &str) -> u64 {
+    let value = map.get(name).unwrap_or_else(|| panic!("no field {name} in {map:?}"));
+    value.parse().unwrap_or_else(|_| panic!("field {name} {value:?} is not a number"))
+}
