@@ -41,13 +41,18 @@ impl Clock {
 
     /// The current engine time, rounded down to the millisecond.
     pub fn now(&self) -> Millis {
-        let elapsed = Instant::now().saturating_duration_since(self.epoch);
-        Millis(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        self.millis_at(Instant::now())
     }
 
     /// The tokio instant at which engine time reaches `at`: what a timer for `at` is set to.
     pub fn instant(&self, at: Millis) -> Instant {
         self.epoch + Duration::from_millis(at.0)
+    }
+
+    /// The engine time of `instant`, rounded down to the millisecond.
+    pub fn millis_at(&self, instant: Instant) -> Millis {
+        let elapsed = instant.saturating_duration_since(self.epoch);
+        Millis(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// `at` as milliseconds since the Unix epoch, for reporting.

@@ -40,7 +40,6 @@ impl FreeList {
     }
 
     /// The slot at `position`, if there is one.
-    #[cfg(test)]
     pub fn get(&self, position: u32) -> Option<u32> {
         self.slots.get(position as usize).copied()
     }

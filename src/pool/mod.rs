@@ -17,6 +17,13 @@
 //! head's deadline. An early firing just re-arms it, which is O(1) and happens at most once per change
 //! of head.
 //!
+//! Timers are never set more than a day ahead (see [`TIMER_HORIZON`]); a longer window is re-armed when
+//! its timer fires, which keeps every deadline within the timer wheel's reach.
+//!
+//! Deadlines are exact even when the expiry task runs late (a slice of a mass expiry, a busy machine):
+//! a command that finds its key past a deadline applies that deadline first, so it never pings a key
+//! that should be gone, and GET never hands one out.
+//!
 //! The owner (the server) keeps the pool behind a mutex and drives [`Pool::poll_expired`] from a
 //! background task; methods that set timers must be called inside a tokio runtime.
 
@@ -51,6 +58,14 @@ pub const MAX_GEN_COUNT: u32 = 10_000;
 /// generated in one burst all expiring in the same millisecond) holds the lock in short slices and lets
 /// clients in between.
 const EXPIRY_BUDGET: usize = 1024;
+
+/// How far ahead any timer is set. tokio-util's `DelayQueue` can only reach about 2^36 ms (795 days)
+/// past the deadline of the last timer it fired, and panics beyond that. So a deadline further out than
+/// this is armed at the horizon and re-armed when it fires, and a heartbeat timer, armed from the start,
+/// keeps the wheel moving at least this often even in an idle pool. Timers re-armed while firing count
+/// their horizon from the deadline that fired, so a clock that jumps far ahead is caught up a horizon at
+/// a time rather than overrunning the wheel.
+const TIMER_HORIZON: Duration = Duration::from_secs(24 * 3600);
 
 /// The largest pool the engine can index: slots are `u32` and `u32::MAX` marks "no slot".
 pub const MAX_POOL_KEYS: usize = (Slot::MAX - 1) as usize;
@@ -123,6 +138,8 @@ enum Timer {
     LeaseEnds { lease: u32 },
     /// The keep-alive list's head may have expired.
     KeepaliveHead,
+    /// Nothing to apply: keeps the timer wheel within reach of new deadlines (see [`TIMER_HORIZON`]).
+    Heartbeat,
 }
 
 /// One pool of keys. See the module documentation for its shape and invariants.
@@ -143,6 +160,8 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool whose clock starts now, with ids from the operating system's entropy.
+    ///
+    /// Like every method that sets timers, this must run inside a tokio runtime.
     pub fn new(config: PoolConfig) -> Pool {
         Pool::with_id_generator(config, KeyIdGenerator::from_os_entropy())
     }
@@ -150,16 +169,19 @@ impl Pool {
     /// An empty pool drawing ids from `ids` (tests use a seeded generator).
     pub fn with_id_generator(mut config: PoolConfig, ids: KeyIdGenerator) -> Pool {
         config.max_keys = config.max_keys.min(MAX_POOL_KEYS);
+        let clock = Clock::start();
+        let mut timers = DelayQueue::new();
+        timers.insert_at(Timer::Heartbeat, clock.instant(Millis(0).after(TIMER_HORIZON)));
         Pool {
             config,
-            clock: Clock::start(),
+            clock,
             keys: Slab::new(),
             index: IdIndex::default(),
             free: FreeList::default(),
             leases: Slab::new(),
             keepalive: KeepaliveList::default(),
             keepalive_timer: None,
-            timers: DelayQueue::new(),
+            timers,
             ids,
             chooser: rand::make_rng(),
             stats: PoolStats::default(),
@@ -192,21 +214,30 @@ impl Pool {
             each(&id);
         }
         self.stats.keys_generated += count as u64;
-        self.arm_keepalive_timer_if_idle();
+        self.arm_keepalive_timer_if_idle(now);
         Ok(())
     }
 
     /// Leases a uniformly random free key for the pool's block window. `None` when no key is free.
     pub fn get(&mut self) -> Option<KeyId> {
-        if self.free.is_empty() {
-            self.stats.get_misses += 1;
-            return None;
-        }
-        let position = self.chooser.random_range(0..self.free.len());
-        let slot = self.take_from_free_list(position as u32);
-        let until = self.clock.now().after(self.config.block_timeout);
+        let now = self.clock.now();
+        let slot = loop {
+            if self.free.is_empty() {
+                self.stats.get_misses += 1;
+                return None;
+            }
+            let position = self.chooser.random_range(0..self.free.len());
+            let slot = self.free.get(position as u32).expect("position drawn below the list's length");
+            if self.keys[slot as usize].alive_until > now {
+                break self.take_from_free_list(position as u32);
+            }
+            // Due for deletion, and the expiry task has not come to it yet: delete it now and draw again.
+            // Each retry deletes a key the task would have deleted anyway, so the cost stays O(1) amortised.
+            self.expire_key(slot);
+        };
+        let until = now.after(self.config.block_timeout);
         let lease = self.leases.vacant_key() as u32;
-        let timer = self.timers.insert_at(Timer::LeaseEnds { lease }, self.clock.instant(until));
+        let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
         self.leases.insert(Lease { slot, until, timer });
         let record = &mut self.keys[slot as usize];
         record.place = Place::Blocked { lease };
@@ -217,7 +248,7 @@ impl Pool {
 
     /// Releases a blocked key so it can be leased again.
     pub fn release(&mut self, id: &KeyId) -> Release {
-        let Some(slot) = self.index.find(&self.keys, id) else {
+        let Some(slot) = self.find_live(id) else {
             return Release::NotFound;
         };
         match self.keys[slot as usize].place {
@@ -233,7 +264,7 @@ impl Pool {
 
     /// Deletes a key, free or blocked, for good. `false` when there is no such key.
     pub fn delete(&mut self, id: &KeyId) -> bool {
-        match self.index.find(&self.keys, id) {
+        match self.find_live(id) {
             Some(slot) => {
                 self.remove_key(slot);
                 true
@@ -244,7 +275,7 @@ impl Pool {
 
     /// Restarts a key's keep-alive window. Does not touch its block. `false` when there is no such key.
     pub fn keep_alive(&mut self, id: &KeyId) -> bool {
-        let Some(slot) = self.index.find(&self.keys, id) else {
+        let Some(slot) = self.find_live(id) else {
             return false;
         };
         self.keys[slot as usize].alive_until = self.clock.now().after(self.config.keepalive_timeout);
@@ -254,16 +285,21 @@ impl Pool {
         true
     }
 
-    /// What there is to know about one key, or `None` if there is no such key.
+    /// What there is to know about one key, or `None` if there is no such key. Deadlines that have
+    /// passed count as applied, even if the expiry task has not come to them yet.
     pub fn info(&self, id: &KeyId) -> Option<KeyInfo> {
         let slot = self.index.find(&self.keys, id)?;
         let record = &self.keys[slot as usize];
+        let now = self.clock.now();
+        if record.alive_until <= now {
+            return None;
+        }
         let (state, blocked_until_ms) = match record.place {
-            Place::Free { .. } => (KeyState::Free, None),
-            Place::Blocked { lease } => {
+            Place::Blocked { lease } if self.leases[lease as usize].until > now => {
                 let until = self.leases[lease as usize].until;
                 (KeyState::Blocked, Some(self.clock.unix_ms(until)))
             }
+            Place::Free { .. } | Place::Blocked { .. } => (KeyState::Free, None),
         };
         Some(KeyInfo {
             id: record.id,
@@ -294,12 +330,16 @@ impl Pool {
                 break;
             };
             work += 1;
+            let fired = self.clock.millis_at(expired.deadline());
             match expired.into_inner() {
-                Timer::LeaseEnds { lease } => self.end_lease_by_timeout(lease),
+                Timer::LeaseEnds { lease } => self.on_lease_timer(lease, fired),
                 Timer::KeepaliveHead => {
                     self.keepalive_timer = None;
                     work += self.expire_keepalive_heads(EXPIRY_BUDGET - work.min(EXPIRY_BUDGET));
-                    self.arm_keepalive_timer_if_idle();
+                    self.arm_keepalive_timer_if_idle(fired);
+                }
+                Timer::Heartbeat => {
+                    self.arm(Timer::Heartbeat, fired.after(TIMER_HORIZON), fired);
                 }
             }
         }
@@ -308,6 +348,33 @@ impl Pool {
         } else {
             Poll::Pending
         }
+    }
+
+    /// The slot of `id` if that key is live. A deadline of the key's that has passed but that the expiry
+    /// task has not applied yet is applied first, so no command acts on a key that should already be
+    /// deleted, or treats a lease as held past its window.
+    fn find_live(&mut self, id: &KeyId) -> Option<Slot> {
+        let slot = self.index.find(&self.keys, id)?;
+        let now = self.clock.now();
+        if self.keys[slot as usize].alive_until <= now {
+            self.expire_key(slot);
+            return None;
+        }
+        if let Place::Blocked { lease } = self.keys[slot as usize].place {
+            if self.leases[lease as usize].until <= now {
+                let timer = self.end_lease(lease);
+                self.timers.remove(&timer);
+                self.stats.released_by_timeout += 1;
+            }
+        }
+        Some(slot)
+    }
+
+    /// Sets a timer for `at`, or for [`TIMER_HORIZON`] after `base` if `at` is further out (whoever
+    /// handles the timer then re-arms it). `base` is now for a command, and the deadline that fired for
+    /// a timer re-armed while firing.
+    fn arm(&mut self, timer: Timer, at: Millis, base: Millis) -> delay_queue::Key {
+        self.timers.insert_at(timer, self.clock.instant(at.min(base.after(TIMER_HORIZON))))
     }
 
     fn fresh_id(&mut self) -> KeyId {
@@ -372,13 +439,39 @@ impl Pool {
         self.keys.remove(slot as usize);
     }
 
-    fn end_lease_by_timeout(&mut self, lease: u32) {
-        // The wheel has already dropped this timer; every other way a lease ends removes its timer first,
-        // so a lease timer that fires always names a live lease.
-        let Lease { slot, .. } = self.leases.remove(lease as usize);
+    /// A lease's timer fired: the wheel has already dropped it. Every other way a lease ends removes its
+    /// timer first, so the lease is live; its window has passed unless the timer was capped at the horizon.
+    fn on_lease_timer(&mut self, lease: u32, fired: Millis) {
+        let until = self.leases[lease as usize].until;
+        if until > self.clock.now() {
+            self.leases[lease as usize].timer = self.arm(Timer::LeaseEnds { lease }, until, fired);
+            return;
+        }
+        self.end_lease(lease);
+        self.stats.released_by_timeout += 1;
+    }
+
+    /// Ends a lease and frees its key. Returns the lease's timer, which the caller cancels unless it is
+    /// the one that just fired.
+    fn end_lease(&mut self, lease: u32) -> delay_queue::Key {
+        let Lease { slot, timer, .. } = self.leases.remove(lease as usize);
         debug_assert_eq!(self.keys[slot as usize].place, Place::Blocked { lease });
         self.put_on_free_list(slot);
-        self.stats.released_by_timeout += 1;
+        timer
+    }
+
+    /// Deletes a key whose keep-alive window has passed. If it was leased and the lease's window ended
+    /// first, the lease counts as ended by timeout too: the counters come out the same whether the
+    /// expiry task applied the two deadlines one by one or, running late, both at once.
+    fn expire_key(&mut self, slot: Slot) {
+        let record = &self.keys[slot as usize];
+        if let Place::Blocked { lease } = record.place {
+            if self.leases[lease as usize].until <= record.alive_until {
+                self.stats.released_by_timeout += 1;
+            }
+        }
+        self.remove_key(slot);
+        self.stats.expired_keepalive += 1;
     }
 
     /// Deletes keys from the head of the keep-alive list while their deadline has passed, at most
@@ -389,25 +482,24 @@ impl Pool {
         while expired < budget {
             match self.keepalive.head() {
                 Some(head) if self.keys[head as usize].alive_until <= now => {
-                    self.remove_key(head);
+                    self.expire_key(head);
                     expired += 1;
                 }
                 _ => break,
             }
         }
-        self.stats.expired_keepalive += expired as u64;
         expired
     }
 
     /// Arms the keep-alive timer for the head's deadline, unless it is already armed (then it is armed
     /// no later than the head's deadline, which is all the invariant asks) or the list is empty.
-    fn arm_keepalive_timer_if_idle(&mut self) {
+    fn arm_keepalive_timer_if_idle(&mut self, base: Millis) {
         if self.keepalive_timer.is_some() {
             return;
         }
         if let Some(head) = self.keepalive.head() {
-            let at = self.clock.instant(self.keys[head as usize].alive_until);
-            self.keepalive_timer = Some(self.timers.insert_at(Timer::KeepaliveHead, at));
+            let at = self.keys[head as usize].alive_until;
+            self.keepalive_timer = Some(self.arm(Timer::KeepaliveHead, at, base));
         }
     }
 }
