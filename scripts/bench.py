@@ -65,6 +65,12 @@ class Server:
                     return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self):
+        """User plus system CPU time the server has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -72,6 +78,27 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def seconds(text):
+    """A keypool-bench duration (`250ms`, `3s`, `1m`) in seconds."""
+    for unit, scale in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            return int(text[: -len(unit)]) * scale
+    raise ValueError(f"not a duration: {text}")
+
+
+def measured(server, target, duration, **options):
+    """`bench`, plus how much server CPU time each operation took (warm-up and seeding included in the
+    time, so it is an upper bound)."""
+    before = server.cpu_seconds()
+    result = bench(target, duration, **options)
+    if result["ops"]:
+        # The CPU time spans the warm-up too, whose operations are not counted: scale them in.
+        measured_s = seconds(duration)
+        ops_all = result["ops"] * (measured_s + seconds(options.get("warmup", "1s"))) / measured_s
+        result["server_cpu_us_per_op"] = (server.cpu_seconds() - before) * 1e6 / ops_all
+    return result
 
 
 def bench(target, duration, **options):
@@ -84,69 +111,95 @@ def bench(target, duration, **options):
     return json.loads(out)
 
 
-def median_run(target, runs, duration, server_extra=(), **options):
-    """Median ops/s, p50 and p99 over `runs` runs, each against a freshly started server."""
-    results = []
-    for _ in range(runs):
-        server = Server(target, server_extra)
-        try:
-            results.append(bench(target, duration, **options))
-        finally:
-            server.stop()
-    for r in results:
-        if r["errors"] or r["unexpected"] or r["failed_connections"]:
-            print(f"warning: {target} {options}: {r['errors']} errors, {r['unexpected']} unexpected, "
-                  f"{r['failed_connections']} failed connections ({r['first_unexpected'] or r['first_failure']})",
-                  file=sys.stderr)
+def fmt_ops(ops):
+    return f"{ops / 1000:,.0f}k" if ops < 1e6 else f"{ops / 1e6:.2f}M"
+
+
+def summarize(results):
     return {
         "ops_per_sec": statistics.median(r["ops_per_sec"] for r in results),
         "p50_us": statistics.median(r["latency_us"]["p50"] for r in results),
         "p99_us": statistics.median(r["latency_us"]["p99"] for r in results),
         "runs": [r["ops_per_sec"] for r in results],
+        "server_cpu_us_per_op": statistics.median(r.get("server_cpu_us_per_op", 0) for r in results),
     }
 
 
-def fmt_ops(ops):
-    return f"{ops / 1000:,.0f}k" if ops < 1e6 else f"{ops / 1e6:.2f}M"
+def interleaved(targets, args, **options):
+    """Runs every target once per round, `args.runs` rounds, so that each round's figures were taken
+    under the same conditions; returns per-target medians and the median of per-round ratios to redis."""
+    results = {target: [] for target in targets}
+    for _ in range(args.runs):
+        for target in targets:
+            server = Server(target)
+            try:
+                results[target].append(measured(server, target, args.duration, **options))
+            finally:
+                server.stop()
+    figures = {target: summarize(rs) for target, rs in results.items()}
+    if "redis" in results and "keypool" in results:
+        figures["ratio_to_redis"] = statistics.median(
+            k["ops_per_sec"] / r["ops_per_sec"] for k, r in zip(results["keypool"], results["redis"]))
+        figures["p99_ratio_to_redis"] = statistics.median(
+            k["latency_us"]["p99"] / r["latency_us"]["p99"] for k, r in zip(results["keypool"], results["redis"]))
+    return figures
 
 
 def section_compare(args):
     print("\n## keypool vs redis vs memcached (50 connections)\n")
-    print("| workload | pipeline | keypool ops/s | p50 / p99 us | redis ops/s | p50 / p99 us | memcached ops/s | p50 / p99 us | keypool / redis |")
+    print("| workload | pipeline | server | ops/s | p50 us | p99 us | server CPU us/op | ops/s vs redis | p99 vs redis |")
     print("|---|---|---|---|---|---|---|---|---|")
+    have = {t: shutil.which(b) is not None for t, b in (("redis", "redis-server"), ("memcached", "memcached"))}
     rows = []
     for workload in args.workloads:
         for pipeline in (1, 32):
-            cells, figures = [], {}
-            for target in ("keypool", "redis", "memcached"):
-                if target != "keypool" and shutil.which({"redis": "redis-server", "memcached": "memcached"}[target]) is None:
-                    cells += ["n/a", "n/a"]
-                    continue
-                if target != "keypool" and workload in ("gen", "mixed"):
-                    cells += ["-", "-"]
-                    continue
-                m = median_run(target, args.runs, args.duration, workload=workload, pipeline=pipeline,
-                               keys=args.keys)
-                figures[target] = m
-                cells += [fmt_ops(m["ops_per_sec"]), f"{m['p50_us']:.0f} / {m['p99_us']:.0f}"]
-            ratio = (f"{figures['keypool']['ops_per_sec'] / figures['redis']['ops_per_sec']:.2f}x"
-                     if "redis" in figures else "-")
-            print(f"| {workload} | {pipeline} | " + " | ".join(cells) + f" | {ratio} |", flush=True)
+            targets = ["keypool"] + [t for t in ("redis", "memcached") if have[t] and workload not in ("gen", "mixed")]
+            figures = interleaved(targets, args, workload=workload, pipeline=pipeline, keys=args.keys)
+            for target in targets:
+                m = figures[target]
+                vs = (f"{figures['ratio_to_redis']:.2f}x | {figures['p99_ratio_to_redis']:.2f}x"
+                      if target == "keypool" and "ratio_to_redis" in figures else " | ")
+                print(f"| {workload} | {pipeline} | {target} | {fmt_ops(m['ops_per_sec'])} | {m['p50_us']:.0f} | "
+                      f"{m['p99_us']:.0f} | {m['server_cpu_us_per_op']:.2f} | {vs} |", flush=True)
             rows.append({"workload": workload, "pipeline": pipeline, **figures})
     return rows
 
 
+def rounds(configs, args):
+    """Runs each (label, target, options) once per round, `args.runs` rounds, against a fresh server;
+    returns {label: list of results}, index i of every list taken in round i."""
+    results = {label: [] for label, _, _ in configs}
+    for _ in range(args.runs):
+        for label, target, options in configs:
+            server = Server(target)
+            try:
+                results[label].append(measured(server, target, args.duration, **options))
+            finally:
+                server.stop()
+    return results
+
+
+def ratio(results, numerator, denominator):
+    return statistics.median(n["ops_per_sec"] / d["ops_per_sec"] for n, d in zip(results[numerator], results[denominator]))
+
+
 def section_scaling(args):
     print("\n## lease throughput against pool size (keypool, 50 connections)\n")
-    print("| keys | pipeline 1 ops/s | p99 us | pipeline 32 ops/s | p99 us |")
-    print("|---|---|---|---|---|")
+    print("| keys | pipeline 1 ops/s | p99 us | vs 1e3 | pipeline 32 ops/s | p99 us | vs 1e3 |")
+    print("|---|---|---|---|---|---|---|")
+    sizes = (1_000, 100_000, 1_000_000, 10_000_000)
     rows = []
-    for keys in (1_000, 100_000, 1_000_000, 10_000_000):
-        one = median_run("keypool", args.runs, args.duration, workload="lease", pipeline=1, keys=keys)
-        many = median_run("keypool", args.runs, args.duration, workload="lease", pipeline=32, keys=keys)
-        print(f"| {keys:,} | {fmt_ops(one['ops_per_sec'])} | {one['p99_us']:.0f} | "
-              f"{fmt_ops(many['ops_per_sec'])} | {many['p99_us']:.0f} |", flush=True)
-        rows.append({"keys": keys, "pipeline_1": one, "pipeline_32": many})
+    for pipeline in (1, 32):
+        configs = [(keys, "keypool", dict(workload="lease", pipeline=pipeline, keys=keys)) for keys in sizes]
+        results = rounds(configs, args)
+        rows.append({"pipeline": pipeline, **{str(k): summarize(results[k]) for k in sizes},
+                     "ratio_to_1e3": {str(k): ratio(results, k, 1_000) for k in sizes}})
+    for keys in sizes:
+        cells = []
+        for row in rows:
+            m = row[str(keys)]
+            cells += [fmt_ops(m["ops_per_sec"]), f"{m['p99_us']:.0f}", f"{row['ratio_to_1e3'][str(keys)]:.2f}x"]
+        print(f"| {keys:,} | " + " | ".join(cells) + " |", flush=True)
     return rows
 
 
@@ -179,13 +232,15 @@ def section_memory(args):
 
 def section_idle(args):
     print("\n## 1000 idle connections beside 50 busy ones (keypool lease, pipeline 1)\n")
-    alone = median_run("keypool", args.runs, args.duration, workload="lease", pipeline=1, keys=args.keys)
-    crowd = median_run("keypool", args.runs, args.duration, workload="lease", pipeline=1, keys=args.keys, idle=1000)
-    ratio = crowd["ops_per_sec"] / alone["ops_per_sec"]
-    print("| busy only ops/s | with 1000 idle ops/s | ratio |")
-    print("|---|---|---|")
-    print(f"| {fmt_ops(alone['ops_per_sec'])} | {fmt_ops(crowd['ops_per_sec'])} | {ratio:.2f}x |")
-    return {"alone": alone, "with_idle": crowd, "ratio": ratio}
+    base = dict(workload="lease", pipeline=1, keys=args.keys)
+    results = rounds([("alone", "keypool", base), ("with_idle", "keypool", dict(base, idle=1000))], args)
+    alone, crowd = summarize(results["alone"]), summarize(results["with_idle"])
+    crowd_ratio = ratio(results, "with_idle", "alone")
+    print("| busy only ops/s | p99 us | with 1000 idle ops/s | p99 us | ratio |")
+    print("|---|---|---|---|---|")
+    print(f"| {fmt_ops(alone['ops_per_sec'])} | {alone['p99_us']:.0f} | {fmt_ops(crowd['ops_per_sec'])} | "
+          f"{crowd['p99_us']:.0f} | {crowd_ratio:.2f}x |")
+    return {"alone": alone, "with_idle": crowd, "ratio": crowd_ratio}
 
 
 def main():

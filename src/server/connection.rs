@@ -51,10 +51,15 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
     let max_line = shared.config.max_line;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::new();
+    // One shutdown future for the connection's whole life: making a new one per read would register and
+    // unregister a waiter on the token every request.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let progress = answer_buffered(shared, &mut input, &mut output, max_line);
         if !output.is_empty() {
             tokio::select! {
+                biased;
                 written = socket.write_all(&output) => written?,
                 () = grace_after(&stop) => return Ok(()),
             }
@@ -67,8 +72,9 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
         }
         input.reserve(READ_CHUNK);
         let read = tokio::select! {
+            biased;
             read = socket.read_buf(&mut input) => read?,
-            () = stop.cancelled() => return drain_and_close(socket).await,
+            () = &mut stopped => return drain_and_close(socket).await,
         };
         if read == 0 {
             // The client hung up; a partial last line is dropped unanswered.

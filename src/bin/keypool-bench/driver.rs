@@ -119,6 +119,11 @@ async fn drive(
     let mut recent = new_histogram();
     let mut shared_at = Instant::now();
     let mut next_send = schedule.start;
+    // Timers made once and reset, not made per request: registering a fresh timer for every read
+    // would cost the generator more than the request costs the server.
+    let finish = tokio::time::sleep_until(schedule.end);
+    let pace_timer = tokio::time::sleep_until(next_send);
+    tokio::pin!(finish, pace_timer);
 
     loop {
         let now = Instant::now();
@@ -147,13 +152,23 @@ async fn drive(
             output.clear();
         }
 
-        let wake_to_send = match pace {
-            Pace::Open { .. } => next_send.min(schedule.end),
-            Pace::Closed { .. } => schedule.end,
-        };
-        let read = tokio::select! {
-            read = stream.read_buf(&mut input) => read?,
-            () = tokio::time::sleep_until(wake_to_send) => continue,
+        let read = match pace {
+            Pace::Closed { .. } => tokio::select! {
+                biased;
+                read = stream.read_buf(&mut input) => read?,
+                () = &mut finish => return Ok(()),
+            },
+            Pace::Open { .. } => {
+                if pace_timer.deadline() != next_send {
+                    pace_timer.as_mut().reset(next_send);
+                }
+                tokio::select! {
+                    biased;
+                    read = stream.read_buf(&mut input) => read?,
+                    () = &mut pace_timer => continue,
+                    () = &mut finish => return Ok(()),
+                }
+            }
         };
         if read == 0 {
             anyhow::bail!("the server closed the connection");

@@ -114,7 +114,12 @@ fn main() -> Result<()> {
     if flags.embedded && flags.target != Target::Keypool {
         bail!("--embedded starts keypool; it cannot stand in for {}", flags.target.name());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    // A generator pinned to one core (taskset) runs on tokio's current-thread runtime, the lightest.
+    let runtime = match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .context("cannot start tokio")?;
     runtime.block_on(run(flags))
 }
 
