@@ -67,6 +67,11 @@ const EXPIRY_BUDGET: usize = 1024;
 /// a time rather than overrunning the wheel.
 const TIMER_HORIZON: Duration = Duration::from_secs(24 * 3600);
 
+/// How many keys past their keep-alive deadline one GET may draw (and delete) before it gives up and
+/// answers that no key is free. Only a mass expiry still being applied makes a draw meet such a key; the
+/// cap keeps a single GET's work, and its hold on the lock, bounded even then.
+const MAX_DEAD_DRAWS: usize = 16;
+
 /// The largest pool the engine can index: slots are `u32` and `u32::MAX` marks "no slot".
 pub const MAX_POOL_KEYS: usize = (Slot::MAX - 1) as usize;
 
@@ -219,10 +224,15 @@ impl Pool {
     }
 
     /// Leases a uniformly random free key for the pool's block window. `None` when no key is free.
+    ///
+    /// Never hands out a key past its keep-alive deadline. While a mass expiry is still being applied,
+    /// a drawn key may be one: it is deleted (with, the first time, a bounded slice of the backlog) and
+    /// another is drawn, at most [`MAX_DEAD_DRAWS`] times before the GET counts as a miss.
     pub fn get(&mut self) -> Option<KeyId> {
         let now = self.clock.now();
+        let mut dead_draws = 0;
         let slot = loop {
-            if self.free.is_empty() {
+            if self.free.is_empty() || dead_draws == MAX_DEAD_DRAWS {
                 self.stats.get_misses += 1;
                 return None;
             }
@@ -231,9 +241,12 @@ impl Pool {
             if self.keys[slot as usize].alive_until > now {
                 break self.take_from_free_list(position as u32);
             }
-            // Due for deletion, and the expiry task has not come to it yet: delete it now and draw again.
-            // Each retry deletes a key the task would have deleted anyway, so the cost stays O(1) amortised.
+            // Work the expiry task would have done anyway, done now so that no dead key is handed out.
             self.expire_key(slot);
+            if dead_draws == 0 {
+                self.expire_keepalive_heads(EXPIRY_BUDGET);
+            }
+            dead_draws += 1;
         };
         let until = now.after(self.config.block_timeout);
         let lease = self.leases.vacant_key() as u32;
@@ -285,21 +298,16 @@ impl Pool {
         true
     }
 
-    /// What there is to know about one key, or `None` if there is no such key. Deadlines that have
-    /// passed count as applied, even if the expiry task has not come to them yet.
-    pub fn info(&self, id: &KeyId) -> Option<KeyInfo> {
-        let slot = self.index.find(&self.keys, id)?;
+    /// What there is to know about one key, or `None` if there is no such key. Like every command that
+    /// names a key, it first applies a deadline of the key's that has passed (and counts it).
+    pub fn info(&mut self, id: &KeyId) -> Option<KeyInfo> {
+        let slot = self.find_live(id)?;
         let record = &self.keys[slot as usize];
-        let now = self.clock.now();
-        if record.alive_until <= now {
-            return None;
-        }
         let (state, blocked_until_ms) = match record.place {
-            Place::Blocked { lease } if self.leases[lease as usize].until > now => {
-                let until = self.leases[lease as usize].until;
-                (KeyState::Blocked, Some(self.clock.unix_ms(until)))
+            Place::Free { .. } => (KeyState::Free, None),
+            Place::Blocked { lease } => {
+                (KeyState::Blocked, Some(self.clock.unix_ms(self.leases[lease as usize].until)))
             }
-            Place::Free { .. } | Place::Blocked { .. } => (KeyState::Free, None),
         };
         Some(KeyInfo {
             id: record.id,

@@ -70,6 +70,11 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
             Progress::OutputFull => continue,
             Progress::Quit | Progress::LineTooLong => return drain_and_close(socket).await,
         }
+        // Checked before reading, not only raced against the read: a client whose next request is always
+        // already there would otherwise win every race and keep the daemon from stopping.
+        if stop.is_cancelled() {
+            return drain_and_close(socket).await;
+        }
         input.reserve(READ_CHUNK);
         let read = tokio::select! {
             biased;

@@ -17,6 +17,23 @@ use super::{connection, Shared};
 
 const TOO_MANY_CONNECTIONS: &[u8] = b"SERVER_ERROR too many connections\r\n";
 
+/// Tells a client past the limit why it is turned away, without waiting for anything.
+///
+/// Whatever the client has already sent is read and dropped first: closing a socket with unread input
+/// makes the kernel reset the connection, which can destroy the reply before the client reads it. Input
+/// that arrives after this point can still cause that; waiting for it would cost a task and a descriptor
+/// per refused client, which is what a flood must not get.
+fn refuse(socket: &tokio::net::TcpStream) {
+    let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+    let mut sink = [0u8; 1024];
+    for _ in 0..4 {
+        match socket.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` completes, then waits for the open ones to finish their batch.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -42,7 +59,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             shared.connection_rejected();
             tracing::debug!(%peer, "refused: too many connections");
-            let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+            refuse(&socket);
             continue;
         };
         let _ = socket.set_nodelay(true);

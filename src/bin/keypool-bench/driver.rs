@@ -79,6 +79,9 @@ impl Tally {
     }
 }
 
+/// The most sends one turn of an open-loop connection queues to catch up with its schedule.
+const MAX_CATCH_UP: usize = 4096;
+
 /// How often a connection hands its recent latencies to the progress line.
 const SHARE_EVERY: Duration = Duration::from_millis(200);
 
@@ -139,7 +142,11 @@ async fn drive(
                 }
             }
             Pace::Open { interval } => {
-                while next_send <= now && next_send < schedule.end {
+                // A server (or generator) that stalled leaves a backlog of sends due: catch up, but in
+                // bounded steps, so one turn never queues without limit.
+                let mut queued = 0;
+                while next_send <= now && next_send < schedule.end && queued < MAX_CATCH_UP {
+                    queued += 1;
                     let op = source.next_op();
                     target.encode(op, &mut output);
                     in_flight.push_back((op, next_send));

@@ -78,8 +78,9 @@ struct Flags {
     #[arg(long, value_enum, default_value = "lease")]
     workload: Workload,
 
-    /// Open loop: send this many requests a second in total, timing each from when it was meant to go.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Open loop: send this many requests a second in total (at most 10,000,000), timing each from when
+    /// it was meant to go.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     rate: Option<u64>,
 
     /// Also hold this many idle connections open for the whole run (they connect before the busy ones).
