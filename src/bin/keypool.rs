@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 /// A daemon that owns a pool of random API keys and leases them out over a memcached-style line
 /// protocol. Try it with `nc 127.0.0.1 7171`, then type `GEN 3`, `GET`, `STATS`.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Flags {
     /// Address to listen on (host:port).
     #[arg(long, env = "KEYPOOL_LISTEN", default_value = "127.0.0.1:7171")]

@@ -36,7 +36,7 @@ use workload::{OpSource, Workload};
 ///
 /// One-command demo: `cargo run --release --bin keypool-bench -- --embedded`.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Flags {
     /// Server to drive (host:port).
     #[arg(long, default_value = "127.0.0.1:7171", conflicts_with = "embedded")]
