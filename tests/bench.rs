@@ -65,6 +65,18 @@ fn the_open_loop_sends_at_the_asked_rate() {
 }
 
 #[test]
+fn a_rate_of_zero_or_past_ten_million_is_refused() {
+    for rate in ["0", "10000001"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_keypool-bench"))
+            .args(["--embedded", "--duration", "1s", "--rate", rate])
+            .output()
+            .expect("keypool-bench runs");
+        assert!(!output.status.success(), "--rate {rate} was accepted");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--rate"), "the error names the flag");
+    }
+}
+
+#[test]
 fn a_bad_flag_is_refused_with_a_reason() {
     let output = Command::new(env!("CARGO_BIN_EXE_keypool-bench"))
         .args(["--embedded", "--duration", "10"])

@@ -370,9 +370,8 @@ impl Pool {
         }
         if let Place::Blocked { lease } = self.keys[slot as usize].place {
             if self.leases[lease as usize].until <= now {
-                let timer = self.end_lease(lease);
+                let timer = self.time_out_lease(lease);
                 self.timers.remove(&timer);
-                self.stats.released_by_timeout += 1;
             }
         }
         Some(slot)
@@ -455,8 +454,13 @@ impl Pool {
             self.leases[lease as usize].timer = self.arm(Timer::LeaseEnds { lease }, until, fired);
             return;
         }
-        self.end_lease(lease);
+        self.time_out_lease(lease);
+    }
+
+    /// Ends a lease whose block window has passed, and counts it. Returns its timer, as [`Self::end_lease`].
+    fn time_out_lease(&mut self, lease: u32) -> delay_queue::Key {
         self.stats.released_by_timeout += 1;
+        self.end_lease(lease)
     }
 
     /// Ends a lease and frees its key. Returns the lease's timer, which the caller cancels unless it is
