@@ -313,8 +313,10 @@ impl Pool {
             id: record.id,
             state,
             created_ms: self.clock.unix_ms(record.created),
-            alive_until_ms: self.clock.unix_ms(record.alive_until),
+            alive_until_ms: Some(self.clock.unix_ms(record.alive_until)),
             blocked_until_ms,
+            token: None,
+            free_at_ms: None,
             leases: record.leases,
         })
     }

@@ -53,6 +53,8 @@ pub struct KeyRecord {
 pub enum KeyState {
     Free,
     Blocked,
+    /// Released with a delay: leased to no one until the delay has passed.
+    Delayed,
 }
 
 impl KeyState {
@@ -61,6 +63,7 @@ impl KeyState {
         match self {
             KeyState::Free => "free",
             KeyState::Blocked => "blocked",
+            KeyState::Delayed => "delayed",
         }
     }
 }
@@ -71,8 +74,13 @@ pub struct KeyInfo {
     pub id: KeyId,
     pub state: KeyState,
     pub created_ms: u64,
-    pub alive_until_ms: u64,
+    /// `None` for a key that never expires by keep-alive.
+    pub alive_until_ms: Option<u64>,
     /// Present exactly while the key is blocked.
     pub blocked_until_ms: Option<u64>,
+    /// The current lease's fencing token; present exactly while the key is blocked.
+    pub token: Option<u64>,
+    /// When a delayed key becomes free; present exactly while the key is delayed.
+    pub free_at_ms: Option<u64>,
     pub leases: u32,
 }

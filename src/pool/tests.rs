@@ -199,8 +199,10 @@ fn generate_creates_free_keys_and_reports_each_new_id_in_order() {
                     id: *id,
                     state: KeyState::Free,
                     created_ms: unix(&pool, 7),
-                    alive_until_ms: unix(&pool, 7 + KEEPALIVE_MS),
+                    alive_until_ms: Some(unix(&pool, 7 + KEEPALIVE_MS)),
                     blocked_until_ms: None,
+                    token: None,
+                    free_at_ms: None,
                     leases: 0,
                 })
             );
@@ -313,8 +315,10 @@ fn get_blocks_the_key_for_the_block_window_and_counts_the_lease() {
                 id,
                 state: KeyState::Blocked,
                 created_ms: unix(&pool, 0),
-                alive_until_ms: unix(&pool, KEEPALIVE_MS),
+                alive_until_ms: Some(unix(&pool, KEEPALIVE_MS)),
                 blocked_until_ms: Some(unix(&pool, 11 + BLOCK_MS)),
+                token: None,
+                free_at_ms: None,
                 leases: 1,
             })
         );
@@ -530,7 +534,7 @@ fn keep_alive_does_not_extend_a_block() {
         assert!(pool.keep_alive(&id));
         let info = pool.info(&id).expect("the key");
         assert_eq!(info.blocked_until_ms, Some(unix(&pool, BLOCK_MS)));
-        assert_eq!(info.alive_until_ms, unix(&pool, 50 + KEEPALIVE_MS));
+        assert_eq!(info.alive_until_ms, Some(unix(&pool, 50 + KEEPALIVE_MS)));
         advance_and_drain(&mut pool, BLOCK_MS - 50).await;
         assert_eq!(state(&mut pool, &id), Some(KeyState::Free));
     });
@@ -658,7 +662,7 @@ fn keep_alive_restarts_the_window_from_now() {
         advance_and_drain(&mut pool, KEEPALIVE_MS - 1).await;
         assert!(pool.keep_alive(&id));
         pool.check_invariants();
-        assert_eq!(pool.info(&id).expect("alive").alive_until_ms, unix(&pool, 2 * KEEPALIVE_MS - 1));
+        assert_eq!(pool.info(&id).expect("alive").alive_until_ms, Some(unix(&pool, 2 * KEEPALIVE_MS - 1)));
         advance_and_drain(&mut pool, KEEPALIVE_MS - 1).await;
         assert!(pool.info(&id).is_some(), "one millisecond before the new deadline");
         advance_and_drain(&mut pool, 1).await;
@@ -686,7 +690,7 @@ fn get_and_release_do_not_restart_the_keep_alive_window() {
         assert_eq!(pool.get(), Some(id));
         advance_and_drain(&mut pool, 50).await;
         assert_eq!(pool.release(&id), Release::Released);
-        assert_eq!(pool.info(&id).expect("alive").alive_until_ms, unix(&pool, KEEPALIVE_MS));
+        assert_eq!(pool.info(&id).expect("alive").alive_until_ms, Some(unix(&pool, KEEPALIVE_MS)));
         advance_and_drain(&mut pool, KEEPALIVE_MS - 200).await;
         assert_eq!(pool.info(&id), None);
     });
@@ -811,7 +815,7 @@ fn info_reports_times_as_unix_milliseconds_from_the_pool_epoch() {
         let info = pool.info(&id).expect("the key");
         // The wall clock was read when the pool was created; allow for a slow machine.
         assert!(info.created_ms >= before + 1_000 - 5_000 && info.created_ms <= before + 1_000 + 5_000);
-        assert_eq!(info.alive_until_ms - info.created_ms, KEEPALIVE_MS);
+        assert_eq!(info.alive_until_ms, Some(info.created_ms + KEEPALIVE_MS));
     });
 }
 
@@ -1446,8 +1450,10 @@ impl Run {
             id: *id,
             state: if key.blocked_until.is_some() { KeyState::Blocked } else { KeyState::Free },
             created_ms: unix(key.created),
-            alive_until_ms: unix(key.alive_until),
+            alive_until_ms: Some(unix(key.alive_until)),
             blocked_until_ms: key.blocked_until.map(unix),
+            token: None,
+            free_at_ms: None,
             leases: key.leases,
         })
     }

@@ -37,9 +37,17 @@ pub fn info(out: &mut BytesMut, info: &KeyInfo) {
     stat_text(out, "id", info.id.as_str());
     stat_text(out, "state", info.state.as_str());
     stat(out, "created_ms", info.created_ms);
-    stat(out, "alive_until_ms", info.alive_until_ms);
+    if let Some(until) = info.alive_until_ms {
+        stat(out, "alive_until_ms", until);
+    }
     if let Some(until) = info.blocked_until_ms {
         stat(out, "blocked_until_ms", until);
+    }
+    if let Some(token) = info.token {
+        stat(out, "token", token);
+    }
+    if let Some(at) = info.free_at_ms {
+        stat(out, "free_at_ms", at);
     }
     stat(out, "leases", u64::from(info.leases));
     end(out);
@@ -102,8 +110,10 @@ mod tests {
             id,
             state: KeyState::Blocked,
             created_ms: 1,
-            alive_until_ms: 2,
+            alive_until_ms: Some(2),
             blocked_until_ms: Some(3),
+            token: None,
+            free_at_ms: None,
             leases: 4,
         };
         let mut out = BytesMut::new();
