@@ -1,4 +1,5 @@
-//! The engine: one pool of keys, its free list, its leases and its timers. No I/O, no sockets, no locks.
+//! The engine: one pool of keys, its free list, its leases, its waiters and its timers. No I/O, no
+//! sockets, no locks.
 //!
 //! Every operation is O(1) (expected, for the hash lookups) in the number of keys:
 //!
@@ -6,9 +7,17 @@
 //! - an [`IdIndex`] maps ids to slots without storing ids twice;
 //! - a [`FreeList`] holds the free slots, and each free record knows its position there, so GET draws a
 //!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search;
-//! - a lease table holds what only leased keys need: their block deadline and the handle of its timer;
-//! - a [`KeepaliveList`] orders all keys by keep-alive deadline, with a single timer for its head;
-//! - one `tokio_util::time::DelayQueue` holds every timer: one per lease, plus the keep-alive head's.
+//! - a lease table holds what only leased (or delayed) keys need: deadline, timer, fencing token, and
+//!   the link on a release-on-close connection's list;
+//! - a keep-alive [`List`] orders keys by keep-alive deadline, with a single timer for its head;
+//! - the secret table holds what only imported keys need (see `secrets.rs`);
+//! - waiters queue on a list, oldest first, and a freed key goes to the oldest in O(1);
+//! - one `tokio_util::time::DelayQueue` holds every timer: one per lease, per delay and per waiter, one
+//!   per key with its own keep-alive window, plus the keep-alive head's.
+//!
+//! Every lease gets a fencing token from a counter that only grows, so a token names one lease for the
+//! pool's whole life: a holder whose lease ended (it timed out, say, and the key was leased again) is
+//! told `STALE` instead of releasing someone else's lease.
 //!
 //! Timers are cancelled when what they guard goes away (REL cancels the lease's timer, DEL cancels it
 //! too), so a timer that fires always applies. The keep-alive head timer is the exception by design: it
@@ -22,7 +31,7 @@
 //!
 //! Deadlines are exact even when the expiry task runs late (a slice of a mass expiry, a busy machine):
 //! a command that finds its key past a deadline applies that deadline first, so it never pings a key
-//! that should be gone, and GET never hands one out.
+//! that should be gone, GET never hands one out, and a waiter whose wait has run out is not served.
 //!
 //! The owner (the server) keeps the pool behind a mutex and drives [`Pool::poll_expired`] from a
 //! background task; methods that set timers must be called inside a tokio runtime.
@@ -30,9 +39,12 @@
 mod clock;
 mod free_list;
 mod index;
-mod keepalive;
 mod key_id;
+mod lease;
+mod list;
 mod record;
+mod secrets;
+mod waiters;
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,12 +56,17 @@ use tokio_util::time::delay_queue::{self, DelayQueue};
 
 pub use clock::{Clock, Millis};
 pub use key_id::{KeyId, KeyIdGenerator, KEY_ID_LEN};
+pub use lease::{HolderId, LeaseTerms, Leased};
 pub use record::{KeyInfo, KeyState};
+pub use waiters::{Grant, WaitTicket};
 
 use free_list::FreeList;
 use index::IdIndex;
-use keepalive::KeepaliveList;
-use record::{KeyRecord, Links, Place, Slot};
+use lease::Lease;
+use list::{Links, List, NIL};
+use record::{KeyRecord, Place, Slot, NO_SECRET};
+use secrets::{OwnKeepalive, SecretEntry, Secrets};
+use waiters::{WaitState, Waiter};
 
 /// The most keys one GEN may create.
 pub const MAX_GEN_COUNT: u32 = 10_000;
@@ -72,15 +89,18 @@ const TIMER_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// cap keeps a single GET's work, and its hold on the lock, bounded even then.
 const MAX_DEAD_DRAWS: usize = 16;
 
+/// The keep-alive deadline of a key that never expires by keep-alive.
+const NEVER: Millis = Millis(u64::MAX);
+
 /// The largest pool the engine can index: slots are `u32` and `u32::MAX` marks "no slot".
 pub const MAX_POOL_KEYS: usize = (Slot::MAX - 1) as usize;
 
 /// How a pool behaves.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
-    /// How long a GET blocks a key before it is released by itself.
+    /// How long a lease blocks a key, unless the lease asks for another window.
     pub block_timeout: Duration,
-    /// How long a key lives without a GEN or PING before it is deleted.
+    /// How long a key lives without a GEN or PING before it is deleted, unless it has its own window.
     pub keepalive_timeout: Duration,
     /// The most keys the pool may hold; at most [`MAX_POOL_KEYS`].
     pub max_keys: usize,
@@ -104,15 +124,38 @@ pub enum PoolError {
     Full,
 }
 
-/// The outcome of a release.
+/// What a lease request came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseOutcome<'a> {
+    /// A free key, leased now.
+    Leased(Leased<'a>),
+    /// No key was free, and the request would not wait.
+    NotFound,
+    /// No key was free; the request waits. Collect it with [`Pool::poll_wait`] or drop it with
+    /// [`Pool::cancel_wait`].
+    Waiting(WaitTicket),
+}
+
+/// The outcome of a release (and of a TOUCH, which has the same four answers).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Release {
-    /// The key was blocked and is now free.
+    /// The key was blocked (under the given token, if one was given); done.
     Released,
-    /// The key exists and was already free.
+    /// The key exists and is not blocked (no token was given).
     NotBlocked,
+    /// A token was given, and it is not the key's current lease: that lease is over.
+    Stale,
     /// No such key.
     NotFound,
+}
+
+/// The outcome of an ADD.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Added {
+    /// A new key carries the secret.
+    New(KeyId),
+    /// The pool already had a key with this secret; nothing was created.
+    Exists(KeyId),
 }
 
 /// Counts and running totals, for STATS.
@@ -121,28 +164,30 @@ pub struct PoolStats {
     pub keys: usize,
     pub keys_free: usize,
     pub keys_blocked: usize,
+    pub keys_delayed: usize,
+    pub waiters: usize,
     pub keys_generated: u64,
+    pub keys_added: u64,
     pub get_hits: u64,
     pub get_misses: u64,
+    pub waits_served: u64,
+    pub waits_timed_out: u64,
     pub released_by_timeout: u64,
+    pub released_by_close: u64,
     pub expired_keepalive: u64,
-}
-
-/// What only a leased key needs.
-#[derive(Debug)]
-struct Lease {
-    slot: Slot,
-    until: Millis,
-    timer: delay_queue::Key,
 }
 
 /// What a timer in the wheel stands for.
 #[derive(Debug)]
 enum Timer {
-    /// The block window of this lease has passed.
+    /// This lease's block window has passed, or, if its key is delayed, its delay.
     LeaseEnds { lease: u32 },
     /// The keep-alive list's head may have expired.
     KeepaliveHead,
+    /// The key in this slot, which has a keep-alive window of its own, may have expired.
+    KeyExpires { slot: Slot },
+    /// This waiter's wait has run out.
+    WaitEnds { waiter: u32 },
     /// Nothing to apply: keeps the timer wheel within reach of new deadlines (see [`TIMER_HORIZON`]).
     Heartbeat,
 }
@@ -155,11 +200,18 @@ pub struct Pool {
     index: IdIndex,
     free: FreeList,
     leases: Slab<Lease>,
-    keepalive: KeepaliveList,
+    /// How many entries of `leases` are delays rather than leases.
+    delayed: usize,
+    keepalive: List,
     keepalive_timer: Option<delay_queue::Key>,
+    secrets: Secrets,
+    waiters: Slab<Waiter>,
+    wait_queue: List,
+    holders: Slab<List>,
     timers: DelayQueue<Timer>,
     ids: KeyIdGenerator,
     chooser: SmallRng,
+    next_token: u64,
     stats: PoolStats,
 }
 
@@ -184,11 +236,17 @@ impl Pool {
             index: IdIndex::default(),
             free: FreeList::default(),
             leases: Slab::new(),
-            keepalive: KeepaliveList::default(),
+            delayed: 0,
+            keepalive: List::default(),
             keepalive_timer: None,
+            secrets: Secrets::default(),
+            waiters: Slab::new(),
+            wait_queue: List::default(),
+            holders: Slab::new(),
             timers,
             ids,
             chooser: rand::make_rng(),
+            next_token: 1,
             stats: PoolStats::default(),
         }
     }
@@ -203,8 +261,8 @@ impl Pool {
         &self.clock
     }
 
-    /// Creates `count` new free keys, calling `each` with every new id in order. All or nothing: if the
-    /// keys would not fit under `max_keys`, nothing is created. O(count).
+    /// Creates `count` new keys, calling `each` with every new id in order. All or nothing: if the keys
+    /// would not fit under `max_keys`, nothing is created. New keys go to waiters first. O(count).
     pub fn generate(&mut self, count: u32, mut each: impl FnMut(&KeyId)) -> Result<(), PoolError> {
         let count = count as usize;
         if self.keys.len().saturating_add(count) > self.config.max_keys {
@@ -214,8 +272,9 @@ impl Pool {
         let alive_until = now.after(self.config.keepalive_timeout);
         for _ in 0..count {
             let id = self.fresh_id();
-            let slot = self.insert_free_key(id, now, alive_until);
+            let slot = self.insert_key(id, now, alive_until);
             self.keepalive.push_back(&mut self.keys, slot);
+            self.make_free(slot, now);
             each(&id);
         }
         self.stats.keys_generated += count as u64;
@@ -223,61 +282,186 @@ impl Pool {
         Ok(())
     }
 
-    /// Leases a uniformly random free key for the pool's block window. `None` when no key is free.
+    /// Creates a key that carries `secret`, unless the pool already has one that does (then nothing is
+    /// created). `keepalive` gives the key a keep-alive window of its own; zero means it never expires by
+    /// keep-alive. O(1) expected, plus the secret's length.
+    pub fn add(&mut self, secret: &[u8], keepalive: Option<Duration>) -> Result<Added, PoolError> {
+        let now = self.clock.now();
+        if let Some(entry) = self.secrets.find(secret) {
+            let slot = self.secrets.get(entry).slot;
+            if self.keys[slot as usize].alive_until > now {
+                return Ok(Added::Exists(self.keys[slot as usize].id));
+            }
+            self.expire_key(slot);
+        }
+        if self.keys.len() >= self.config.max_keys {
+            return Err(PoolError::Full);
+        }
+        let id = self.fresh_id();
+        let (alive_until, mode) = match keepalive {
+            None => (now.after(self.config.keepalive_timeout), OwnKeepalive::Pool),
+            Some(window) if window == self.config.keepalive_timeout => (now.after(window), OwnKeepalive::Pool),
+            Some(Duration::ZERO) => (NEVER, OwnKeepalive::Never),
+            Some(window) => (now.after(window), OwnKeepalive::Window { window, timer: None }),
+        };
+        let slot = self.insert_key(id, now, alive_until);
+        let entry = self.secrets.insert(SecretEntry { bytes: secret.into(), slot, keepalive: mode });
+        self.keys[slot as usize].secret = entry;
+        match self.secrets.get(entry).keepalive {
+            OwnKeepalive::Pool => {
+                self.keepalive.push_back(&mut self.keys, slot);
+                self.arm_keepalive_timer_if_idle(now);
+            }
+            OwnKeepalive::Never => {}
+            OwnKeepalive::Window { .. } => {
+                let armed = self.arm(Timer::KeyExpires { slot }, alive_until, now);
+                if let OwnKeepalive::Window { timer, .. } = &mut self.secrets.get_mut(entry).keepalive {
+                    *timer = Some(armed);
+                }
+            }
+        }
+        self.stats.keys_added += 1;
+        self.make_free(slot, now);
+        Ok(Added::New(id))
+    }
+
+    /// Leases a uniformly random free key for the pool's block window, as v1's GET: the id, or `None`
+    /// when no key is free.
+    pub fn get(&mut self) -> Option<KeyId> {
+        match self.lease(LeaseTerms::default(), Duration::ZERO) {
+            LeaseOutcome::Leased(leased) => Some(leased.id),
+            _ => None,
+        }
+    }
+
+    /// Leases a uniformly random free key on `terms`. When none is free, waits up to `wait` (zero: not
+    /// at all) for one, in line behind earlier waiters.
+    ///
+    /// Every lease gets a token larger than any before it, so a token names exactly one lease.
     ///
     /// Never hands out a key past its keep-alive deadline. While a mass expiry is still being applied,
     /// a drawn key may be one: it is deleted (with, the first time, a bounded slice of the backlog) and
-    /// another is drawn, at most [`MAX_DEAD_DRAWS`] times before the GET counts as a miss.
-    pub fn get(&mut self) -> Option<KeyId> {
+    /// another is drawn, at most [`MAX_DEAD_DRAWS`] times before the pool counts as empty.
+    pub fn lease(&mut self, terms: LeaseTerms, wait: Duration) -> LeaseOutcome<'_> {
         let now = self.clock.now();
-        let mut dead_draws = 0;
-        let slot = loop {
-            if self.free.is_empty() || dead_draws == MAX_DEAD_DRAWS {
+        match self.draw_free_key(now) {
+            Some(slot) => {
+                let token = self.start_lease(slot, terms, now);
+                self.stats.get_hits += 1;
+                LeaseOutcome::Leased(self.leased(slot, token))
+            }
+            None if wait.is_zero() => {
                 self.stats.get_misses += 1;
-                return None;
+                LeaseOutcome::NotFound
             }
-            let position = self.chooser.random_range(0..self.free.len());
-            let slot = self.free.get(position as u32).expect("position drawn below the list's length");
-            if self.keys[slot as usize].alive_until > now {
-                break self.take_from_free_list(position as u32);
-            }
-            // Work the expiry task would have done anyway, done now so that no dead key is handed out.
-            self.expire_key(slot);
-            if dead_draws == 0 {
-                self.expire_keepalive_heads(EXPIRY_BUDGET);
-            }
-            dead_draws += 1;
-        };
-        let until = now.after(self.config.block_timeout);
-        let lease = self.leases.vacant_key() as u32;
-        let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
-        self.leases.insert(Lease { slot, until, timer });
-        let record = &mut self.keys[slot as usize];
-        record.place = Place::Blocked { lease };
-        record.leases = record.leases.saturating_add(1);
-        self.stats.get_hits += 1;
-        Some(record.id)
+            None => LeaseOutcome::Waiting(self.enqueue_waiter(terms, now.after(wait), now)),
+        }
     }
 
-    /// Releases a blocked key so it can be leased again.
-    pub fn release(&mut self, id: &KeyId) -> Release {
-        let Some(slot) = self.find_live(id) else {
-            return Release::NotFound;
-        };
-        match self.keys[slot as usize].place {
-            Place::Free { .. } => Release::NotBlocked,
-            Place::Blocked { lease } => {
-                let lease = self.leases.remove(lease as usize);
-                self.timers.remove(&lease.timer);
-                self.put_on_free_list(slot);
-                Release::Released
+    /// The outcome of a wait: `Ready(Some(grant))` once a key was leased to it, `Ready(None)` once its
+    /// wait ran out, else `Pending` (and the task in `cx` is woken when that changes).
+    ///
+    /// After `Ready`, the ticket is spent: drop it, and do not cancel it.
+    pub fn poll_wait(&mut self, ticket: &WaitTicket, cx: &mut Context<'_>) -> Poll<Option<Grant>> {
+        let waiter = &mut self.waiters[ticket.0 as usize];
+        if let WaitState::Waiting = waiter.state {
+            if !waiter.waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                waiter.waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        match self.waiters.remove(ticket.0 as usize).state {
+            WaitState::Granted(grant) => {
+                self.stats.waits_served += 1;
+                self.stats.get_hits += 1;
+                Poll::Ready(Some(grant))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
+
+    /// Withdraws a wait whose requester went away. If a key was already leased to it, that lease is
+    /// undone (the key goes to the next waiter, or back to the free list): the wait consumes nothing.
+    pub fn cancel_wait(&mut self, ticket: WaitTicket) {
+        let at = ticket.0;
+        if let WaitState::Waiting = self.waiters[at as usize].state {
+            self.wait_queue.unlink(&mut self.waiters, at);
+        }
+        let waiter = self.waiters.remove(at as usize);
+        if let Some(timer) = waiter.timer {
+            self.timers.remove(&timer);
+        }
+        if let WaitState::Granted(grant) = waiter.state {
+            let now = self.clock.now();
+            let Some(slot) = self.find_live(&grant.id, now) else {
+                return;
+            };
+            if let Place::Blocked { lease } = self.keys[slot as usize].place {
+                if self.leases[lease as usize].token == grant.token {
+                    let record = &mut self.keys[slot as usize];
+                    record.leases = record.leases.saturating_sub(1);
+                    let timer = self.end_hold(lease, now);
+                    self.timers.remove(&timer);
+                }
             }
         }
     }
 
-    /// Deletes a key, free or blocked, for good. `false` when there is no such key.
+    /// Releases a blocked key so it can be leased again, as v1's REL.
+    pub fn release(&mut self, id: &KeyId) -> Release {
+        self.release_with(id, None, Duration::ZERO)
+    }
+
+    /// Releases a blocked key: if `token` is given, only when that is its current lease. With a non-zero
+    /// `delay` the key is leased to no one until the delay has passed, then it comes free.
+    pub fn release_with(&mut self, id: &KeyId, token: Option<u64>, delay: Duration) -> Release {
+        let now = self.clock.now();
+        let Some(slot) = self.find_live(id, now) else {
+            return Release::NotFound;
+        };
+        let lease = match self.current_lease(slot, token) {
+            Ok(lease) => lease,
+            Err(answer) => return answer,
+        };
+        if delay.is_zero() {
+            let timer = self.end_hold(lease, now);
+            self.timers.remove(&timer);
+        } else {
+            self.unlink_from_holder(lease);
+            let until = now.after(delay);
+            let entry = &mut self.leases[lease as usize];
+            entry.until = until;
+            let timer = entry.timer;
+            self.timers.reset_at(&timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
+            self.keys[slot as usize].place = Place::Delayed { lease };
+            self.delayed += 1;
+        }
+        Release::Released
+    }
+
+    /// Restarts a blocked key's block window, for `block` or the pool's block timeout; if `token` is
+    /// given, only when that is its current lease. Does not touch the keep-alive window. Answers as a
+    /// release does (`Released` meaning "touched").
+    pub fn touch(&mut self, id: &KeyId, token: Option<u64>, block: Option<Duration>) -> Release {
+        let now = self.clock.now();
+        let Some(slot) = self.find_live(id, now) else {
+            return Release::NotFound;
+        };
+        let lease = match self.current_lease(slot, token) {
+            Ok(lease) => lease,
+            Err(answer) => return answer,
+        };
+        let until = now.after(block.unwrap_or(self.config.block_timeout));
+        let entry = &mut self.leases[lease as usize];
+        entry.until = until;
+        let timer = entry.timer;
+        self.timers.reset_at(&timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
+        Release::Released
+    }
+
+    /// Deletes a key, in whatever state, for good. `false` when there is no such key.
     pub fn delete(&mut self, id: &KeyId) -> bool {
-        match self.find_live(id) {
+        match self.find_live(id, self.clock.now()) {
             Some(slot) => {
                 self.remove_key(slot);
                 true
@@ -288,46 +472,106 @@ impl Pool {
 
     /// Restarts a key's keep-alive window. Does not touch its block. `false` when there is no such key.
     pub fn keep_alive(&mut self, id: &KeyId) -> bool {
-        let Some(slot) = self.find_live(id) else {
+        let now = self.clock.now();
+        let Some(slot) = self.find_live(id, now) else {
             return false;
         };
-        self.keys[slot as usize].alive_until = self.clock.now().after(self.config.keepalive_timeout);
-        // Every key shares one window and time only moves forward, so the pinged key now has the latest
-        // deadline of all: the tail is its place, and the list stays sorted.
-        self.keepalive.move_to_back(&mut self.keys, slot);
+        let secret = self.keys[slot as usize].secret;
+        let own = (secret != NO_SECRET).then(|| &mut self.secrets.get_mut(secret).keepalive);
+        match own {
+            None | Some(OwnKeepalive::Pool) => {
+                self.keys[slot as usize].alive_until = now.after(self.config.keepalive_timeout);
+                // Every key on the list shares one window and time only moves forward, so the pinged
+                // key now has the latest deadline of all: the tail is its place, and the list stays
+                // sorted.
+                self.keepalive.move_to_back(&mut self.keys, slot);
+            }
+            Some(OwnKeepalive::Never) => {}
+            Some(OwnKeepalive::Window { window, timer }) => {
+                let until = now.after(*window);
+                self.keys[slot as usize].alive_until = until;
+                if let Some(timer) = timer {
+                    self.timers.reset_at(timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
+                }
+            }
+        }
         true
     }
 
     /// What there is to know about one key, or `None` if there is no such key. Like every command that
     /// names a key, it first applies a deadline of the key's that has passed (and counts it).
     pub fn info(&mut self, id: &KeyId) -> Option<KeyInfo> {
-        let slot = self.find_live(id)?;
+        let slot = self.find_live(id, self.clock.now())?;
         let record = &self.keys[slot as usize];
-        let (state, blocked_until_ms) = match record.place {
-            Place::Free { .. } => (KeyState::Free, None),
-            Place::Blocked { lease } => {
-                (KeyState::Blocked, Some(self.clock.unix_ms(self.leases[lease as usize].until)))
-            }
-        };
-        Some(KeyInfo {
+        let unix_ms = |at| self.clock.unix_ms(at);
+        let mut info = KeyInfo {
             id: record.id,
-            state,
-            created_ms: self.clock.unix_ms(record.created),
-            alive_until_ms: Some(self.clock.unix_ms(record.alive_until)),
-            blocked_until_ms,
+            state: KeyState::Free,
+            created_ms: unix_ms(record.created),
+            alive_until_ms: (record.alive_until != NEVER).then(|| unix_ms(record.alive_until)),
+            blocked_until_ms: None,
             token: None,
             free_at_ms: None,
             leases: record.leases,
-        })
+        };
+        match record.place {
+            Place::Free { .. } => {}
+            Place::Blocked { lease } => {
+                let lease = &self.leases[lease as usize];
+                info.state = KeyState::Blocked;
+                info.blocked_until_ms = Some(unix_ms(lease.until));
+                info.token = Some(lease.token);
+            }
+            Place::Delayed { lease } => {
+                info.state = KeyState::Delayed;
+                info.free_at_ms = Some(unix_ms(self.leases[lease as usize].until));
+            }
+        }
+        Some(info)
+    }
+
+    /// Starts a list of leases to release together: a connection that asked to release its keys when it
+    /// closes passes this holder in its [`LeaseTerms`].
+    pub fn open_holder(&mut self) -> HolderId {
+        HolderId(self.holders.insert(List::default()) as u32)
+    }
+
+    /// Releases every lease still on `holder`'s list, as REL would, and forgets the holder. Returns how
+    /// many it released. O(leases on the list). Cancel the holder's waits first: a wait served after its
+    /// holder closed would hold its key until the block window ends.
+    pub fn close_holder(&mut self, holder: HolderId) -> usize {
+        let now = self.clock.now();
+        let mut list = self.holders.remove(holder.0 as usize);
+        let mut released = 0;
+        while let Some(lease) = list.pop_front(&mut self.leases) {
+            self.leases[lease as usize].holder = NIL;
+            let slot = self.leases[lease as usize].slot;
+            // A lease whose window has passed, unapplied yet, timed out; it is not the close's doing.
+            if self.leases[lease as usize].until <= now || self.keys[slot as usize].alive_until <= now {
+                continue;
+            }
+            let timer = self.end_hold(lease, now);
+            self.timers.remove(&timer);
+            released += 1;
+        }
+        self.stats.released_by_close += released as u64;
+        released
     }
 
     /// Counts and totals. O(1).
     pub fn stats(&self) -> PoolStats {
-        PoolStats { keys: self.keys.len(), keys_free: self.free.len(), keys_blocked: self.leases.len(), ..self.stats }
+        PoolStats {
+            keys: self.keys.len(),
+            keys_free: self.free.len(),
+            keys_blocked: self.leases.len() - self.delayed,
+            keys_delayed: self.delayed,
+            waiters: self.wait_queue.len(),
+            ..self.stats
+        }
     }
 
-    /// Applies the timers that are due: leases whose block window passed become free, keys whose
-    /// keep-alive window passed are deleted.
+    /// Applies the timers that are due: leases whose block window passed become free, and so do delayed
+    /// keys whose delay passed; keys whose keep-alive window passed are deleted; waits that ran out end.
     ///
     /// Returns `Ready(n)` after doing `n > 0` units of work (at most about [`EXPIRY_BUDGET`]; call again
     /// for more), or `Pending` when nothing is due, in which case the task in `cx` is woken when
@@ -348,6 +592,8 @@ impl Pool {
                     work += self.expire_keepalive_heads(EXPIRY_BUDGET - work.min(EXPIRY_BUDGET));
                     self.arm_keepalive_timer_if_idle(fired);
                 }
+                Timer::KeyExpires { slot } => self.on_key_timer(slot, fired),
+                Timer::WaitEnds { waiter } => self.on_wait_timer(waiter, fired),
                 Timer::Heartbeat => {
                     self.arm(Timer::Heartbeat, fired.after(TIMER_HORIZON), fired);
                 }
@@ -363,20 +609,36 @@ impl Pool {
     /// The slot of `id` if that key is live. A deadline of the key's that has passed but that the expiry
     /// task has not applied yet is applied first, so no command acts on a key that should already be
     /// deleted, or treats a lease as held past its window.
-    fn find_live(&mut self, id: &KeyId) -> Option<Slot> {
+    fn find_live(&mut self, id: &KeyId, now: Millis) -> Option<Slot> {
         let slot = self.index.find(&self.keys, id)?;
-        let now = self.clock.now();
         if self.keys[slot as usize].alive_until <= now {
             self.expire_key(slot);
             return None;
         }
-        if let Place::Blocked { lease } = self.keys[slot as usize].place {
-            if self.leases[lease as usize].until <= now {
-                let timer = self.time_out_lease(lease);
+        match self.keys[slot as usize].place {
+            Place::Free { .. } => {}
+            Place::Blocked { lease } if self.leases[lease as usize].until <= now => {
+                let timer = self.time_out_lease(lease, now);
                 self.timers.remove(&timer);
             }
+            Place::Delayed { lease } if self.leases[lease as usize].until <= now => {
+                let timer = self.end_hold(lease, now);
+                self.timers.remove(&timer);
+            }
+            Place::Blocked { .. } | Place::Delayed { .. } => {}
         }
         Some(slot)
+    }
+
+    /// The lease a REL or TOUCH acts on: the key's current lease, if it is blocked and `token` (when
+    /// given) names that lease. Otherwise the answer to give.
+    fn current_lease(&self, slot: Slot, token: Option<u64>) -> Result<u32, Release> {
+        match (self.keys[slot as usize].place, token) {
+            (Place::Blocked { lease }, None) => Ok(lease),
+            (Place::Blocked { lease }, Some(token)) if self.leases[lease as usize].token == token => Ok(lease),
+            (_, Some(_)) => Err(Release::Stale),
+            (_, None) => Err(Release::NotBlocked),
+        }
     }
 
     /// Sets a timer for `at`, or for [`TIMER_HORIZON`] after `base` if `at` is further out (whoever
@@ -397,20 +659,129 @@ impl Pool {
         }
     }
 
-    fn insert_free_key(&mut self, id: KeyId, now: Millis, alive_until: Millis) -> Slot {
-        let entry = self.keys.vacant_entry();
-        let slot = entry.key() as Slot;
-        let position = self.free.push(slot);
-        entry.insert(KeyRecord {
+    /// Stores and indexes a new key record. The caller puts it on a keep-alive list (or not) and then
+    /// makes it free, which gives it its place.
+    fn insert_key(&mut self, id: KeyId, now: Millis, alive_until: Millis) -> Slot {
+        let slot = self.keys.insert(KeyRecord {
             id,
             links: Links::UNLINKED,
-            place: Place::Free { position },
+            place: Place::Free { position: NIL },
             leases: 0,
+            secret: NO_SECRET,
             created: now,
             alive_until,
-        });
+        }) as Slot;
         self.index.insert(&self.keys, slot);
         slot
+    }
+
+    /// Draws a uniformly random free key that is still alive and takes it off the free list.
+    fn draw_free_key(&mut self, now: Millis) -> Option<Slot> {
+        let mut dead_draws = 0;
+        loop {
+            if self.free.is_empty() || dead_draws == MAX_DEAD_DRAWS {
+                return None;
+            }
+            let position = self.chooser.random_range(0..self.free.len()) as u32;
+            let slot = self.free.get(position).expect("position drawn below the list's length");
+            if self.keys[slot as usize].alive_until > now {
+                return Some(self.take_from_free_list(position));
+            }
+            // Work the expiry task would have done anyway, done now so that no dead key is handed out.
+            self.expire_key(slot);
+            if dead_draws == 0 {
+                self.expire_keepalive_heads(EXPIRY_BUDGET);
+            }
+            dead_draws += 1;
+        }
+    }
+
+    /// Leases the key in `slot`, which the caller took off the free list (or never put there), on
+    /// `terms`. Returns the lease's token.
+    fn start_lease(&mut self, slot: Slot, terms: LeaseTerms, now: Millis) -> u64 {
+        let until = now.after(terms.block.unwrap_or(self.config.block_timeout));
+        let token = self.next_token;
+        self.next_token += 1;
+        let lease = self.leases.vacant_key() as u32;
+        let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
+        self.leases.insert(Lease { slot, until, timer, token, holder: NIL, links: Links::UNLINKED });
+        if let Some(HolderId(holder)) = terms.holder {
+            if let Some(list) = self.holders.get_mut(holder as usize) {
+                self.leases[lease as usize].holder = holder;
+                list.push_back(&mut self.leases, lease);
+            }
+        }
+        let record = &mut self.keys[slot as usize];
+        record.place = Place::Blocked { lease };
+        record.leases = record.leases.saturating_add(1);
+        token
+    }
+
+    fn leased(&self, slot: Slot, token: u64) -> Leased<'_> {
+        Leased { id: self.keys[slot as usize].id, token, secret: self.secret_of(slot) }
+    }
+
+    fn secret_of(&self, slot: Slot) -> Option<&[u8]> {
+        let secret = self.keys[slot as usize].secret;
+        (secret != NO_SECRET).then(|| &*self.secrets.get(secret).bytes)
+    }
+
+    fn enqueue_waiter(&mut self, terms: LeaseTerms, until: Millis, now: Millis) -> WaitTicket {
+        let at = self.waiters.vacant_key() as u32;
+        let timer = self.arm(Timer::WaitEnds { waiter: at }, until, now);
+        self.waiters.insert(Waiter {
+            links: Links::UNLINKED,
+            terms,
+            until,
+            state: WaitState::Waiting,
+            waker: None,
+            timer: Some(timer),
+        });
+        self.wait_queue.push_back(&mut self.waiters, at);
+        WaitTicket(at)
+    }
+
+    /// Makes the key in `slot` free: it goes straight to the oldest waiter whose wait has not run out,
+    /// or onto the free list if there is none. A key past its keep-alive deadline goes onto the free
+    /// list too, where the expiry (or a GET's draw) deletes it: it must not be handed to a waiter.
+    fn make_free(&mut self, slot: Slot, now: Millis) {
+        if self.keys[slot as usize].alive_until > now {
+            while let Some(waiter) = self.wait_queue.pop_front(&mut self.waiters) {
+                if self.waiters[waiter as usize].until <= now {
+                    self.end_wait(waiter);
+                    continue;
+                }
+                self.grant(waiter, slot, now);
+                return;
+            }
+        }
+        let position = self.free.push(slot);
+        self.keys[slot as usize].place = Place::Free { position };
+    }
+
+    /// Leases the key in `slot` to `waiter`, which the caller took off the queue, and wakes it.
+    fn grant(&mut self, waiter: u32, slot: Slot, now: Millis) {
+        if let Some(timer) = self.waiters[waiter as usize].timer.take() {
+            self.timers.remove(&timer);
+        }
+        let token = self.start_lease(slot, self.waiters[waiter as usize].terms, now);
+        let grant = Grant { id: self.keys[slot as usize].id, token, secret: self.secret_of(slot).map(Box::from) };
+        let waiter = &mut self.waiters[waiter as usize];
+        waiter.state = WaitState::Granted(grant);
+        if let Some(waker) = waiter.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Ends a wait that ran out; the caller took it off the queue.
+    fn end_wait(&mut self, waiter: u32) {
+        let waiter = &mut self.waiters[waiter as usize];
+        waiter.state = WaitState::TimedOut;
+        self.stats.waits_timed_out += 1;
+        self.stats.get_misses += 1;
+        if let Some(waker) = waiter.waker.take() {
+            waker.wake();
+        }
     }
 
     /// Takes the free key at `position` off the free list, fixing up the key moved into its place.
@@ -423,25 +794,36 @@ impl Pool {
         removed.slot
     }
 
-    fn put_on_free_list(&mut self, slot: Slot) {
-        let position = self.free.push(slot);
-        self.keys[slot as usize].place = Place::Free { position };
-    }
-
-    /// Removes every trace of the key in `slot`: its lease and lease timer, its free-list entry, its
-    /// list links, its index entry, and finally the record (last, because the others read its id).
+    /// Removes every trace of the key in `slot`: its lease (or delay) and timer, its free-list entry,
+    /// its keep-alive list links or timer, its secret, its index entry, and finally the record (last,
+    /// because the others read it).
     fn remove_key(&mut self, slot: Slot) {
         match self.keys[slot as usize].place {
             Place::Free { position } => {
                 let taken = self.take_from_free_list(position);
                 debug_assert_eq!(taken, slot);
             }
-            Place::Blocked { lease } => {
-                let lease = self.leases.remove(lease as usize);
+            Place::Blocked { lease } | Place::Delayed { lease } => {
+                let lease = self.drop_lease_entry(lease);
                 self.timers.remove(&lease.timer);
             }
         }
-        self.keepalive.unlink(&mut self.keys, slot);
+        let secret = self.keys[slot as usize].secret;
+        let on_keepalive_list = if secret == NO_SECRET {
+            true
+        } else {
+            match self.secrets.remove(secret).keepalive {
+                OwnKeepalive::Pool => true,
+                OwnKeepalive::Never | OwnKeepalive::Window { timer: None, .. } => false,
+                OwnKeepalive::Window { timer: Some(timer), .. } => {
+                    self.timers.remove(&timer);
+                    false
+                }
+            }
+        };
+        if on_keepalive_list {
+            self.keepalive.unlink(&mut self.keys, slot);
+        }
         let id = self.keys[slot as usize].id;
         let indexed = self.index.remove(&self.keys, &id);
         debug_assert_eq!(indexed, Some(slot));
@@ -452,26 +834,80 @@ impl Pool {
     /// timer first, so the lease is live; its window has passed unless the timer was capped at the horizon.
     fn on_lease_timer(&mut self, lease: u32, fired: Millis) {
         let until = self.leases[lease as usize].until;
-        if until > self.clock.now() {
+        let now = self.clock.now();
+        if until > now {
             self.leases[lease as usize].timer = self.arm(Timer::LeaseEnds { lease }, until, fired);
             return;
         }
-        self.time_out_lease(lease);
+        let slot = self.leases[lease as usize].slot;
+        match self.keys[slot as usize].place {
+            Place::Delayed { .. } => {
+                self.end_hold(lease, now);
+            }
+            _ => {
+                self.time_out_lease(lease, now);
+            }
+        }
     }
 
-    /// Ends a lease whose block window has passed, and counts it. Returns its timer, as [`Self::end_lease`].
-    fn time_out_lease(&mut self, lease: u32) -> delay_queue::Key {
+    /// A key's own keep-alive timer fired (the wheel has dropped it); the key is live, as for leases.
+    fn on_key_timer(&mut self, slot: Slot, fired: Millis) {
+        let secret = self.keys[slot as usize].secret;
+        let until = self.keys[slot as usize].alive_until;
+        let rearm = until > self.clock.now();
+        let timer = rearm.then(|| self.arm(Timer::KeyExpires { slot }, until, fired));
+        if let OwnKeepalive::Window { timer: slot_timer, .. } = &mut self.secrets.get_mut(secret).keepalive {
+            *slot_timer = timer;
+        }
+        if !rearm {
+            self.expire_key(slot);
+        }
+    }
+
+    /// A waiter's timer fired (the wheel has dropped it): the waiter is still waiting, since serving or
+    /// cancelling it removes the timer.
+    fn on_wait_timer(&mut self, waiter: u32, fired: Millis) {
+        let until = self.waiters[waiter as usize].until;
+        if until > self.clock.now() {
+            self.waiters[waiter as usize].timer = Some(self.arm(Timer::WaitEnds { waiter }, until, fired));
+            return;
+        }
+        self.waiters[waiter as usize].timer = None;
+        self.wait_queue.unlink(&mut self.waiters, waiter);
+        self.end_wait(waiter);
+    }
+
+    /// Ends a lease whose block window has passed, and counts it. Returns its timer, as [`Self::end_hold`].
+    fn time_out_lease(&mut self, lease: u32, now: Millis) -> delay_queue::Key {
         self.stats.released_by_timeout += 1;
-        self.end_lease(lease)
+        self.end_hold(lease, now)
     }
 
-    /// Ends a lease and frees its key. Returns the lease's timer, which the caller cancels unless it is
-    /// the one that just fired.
-    fn end_lease(&mut self, lease: u32) -> delay_queue::Key {
-        let Lease { slot, timer, .. } = self.leases.remove(lease as usize);
-        debug_assert_eq!(self.keys[slot as usize].place, Place::Blocked { lease });
-        self.put_on_free_list(slot);
+    /// Ends a lease or a delay and frees its key. Returns the entry's timer, which the caller cancels
+    /// unless it is the one that just fired.
+    fn end_hold(&mut self, lease: u32, now: Millis) -> delay_queue::Key {
+        let Lease { slot, timer, .. } = self.drop_lease_entry(lease);
+        self.make_free(slot, now);
         timer
+    }
+
+    /// Removes an entry of the lease table, taking it off its holder's list and out of the delayed count.
+    /// The caller gives the key a new place.
+    fn drop_lease_entry(&mut self, lease: u32) -> Lease {
+        self.unlink_from_holder(lease);
+        let entry = self.leases.remove(lease as usize);
+        if let Place::Delayed { .. } = self.keys[entry.slot as usize].place {
+            self.delayed -= 1;
+        }
+        entry
+    }
+
+    fn unlink_from_holder(&mut self, lease: u32) {
+        let holder = self.leases[lease as usize].holder;
+        if holder != NIL {
+            self.holders[holder as usize].unlink(&mut self.leases, lease);
+            self.leases[lease as usize].holder = NIL;
+        }
     }
 
     /// Deletes a key whose keep-alive window has passed. If it was leased and the lease's window ended
@@ -522,35 +958,94 @@ impl Pool {
 impl Pool {
     /// Walks the whole pool and panics unless every structure agrees with every other. O(n): tests only.
     fn check_invariants(&self) {
+        let now = self.clock.now();
         assert_eq!(self.index.len(), self.keys.len(), "every key is indexed once");
-        assert_eq!(self.free.len() + self.leases.len(), self.keys.len(), "every key is free or leased");
+        assert_eq!(self.free.len() + self.leases.len(), self.keys.len(), "every key is free, leased or delayed");
+        let mut delayed = 0;
+        let mut on_list = 0;
+        let mut with_secret = 0;
         for (slot, record) in &self.keys {
             let slot = slot as Slot;
             assert_eq!(self.index.find(&self.keys, &record.id), Some(slot), "index finds {slot}");
             match record.place {
-                Place::Free { position } => assert_eq!(self.free.get(position), Some(slot)),
-                Place::Blocked { lease } => assert_eq!(self.leases[lease as usize].slot, slot),
+                Place::Free { position } => {
+                    assert_eq!(self.free.get(position), Some(slot));
+                    assert!(
+                        self.wait_queue.is_empty() || record.alive_until <= now,
+                        "no live key is free while requests wait"
+                    );
+                }
+                Place::Blocked { lease } => {
+                    assert_eq!(self.leases[lease as usize].slot, slot);
+                    assert!(self.leases[lease as usize].token < self.next_token, "tokens come from the counter");
+                }
+                Place::Delayed { lease } => {
+                    assert_eq!(self.leases[lease as usize].slot, slot);
+                    assert_eq!(self.leases[lease as usize].holder, NIL, "a delayed key has no holder");
+                    delayed += 1;
+                }
+            }
+            let own = if record.secret == NO_SECRET {
+                None
+            } else {
+                with_secret += 1;
+                let entry = self.secrets.get(record.secret);
+                assert_eq!(entry.slot, slot, "the secret names its key");
+                assert_eq!(self.secrets.find(&entry.bytes), Some(record.secret), "secrets are indexed");
+                Some(&entry.keepalive)
+            };
+            match own {
+                None | Some(OwnKeepalive::Pool) => on_list += 1,
+                Some(OwnKeepalive::Never) => assert_eq!(record.alive_until, NEVER),
+                Some(OwnKeepalive::Window { timer, .. }) => {
+                    let timer = timer.as_ref().expect("a key with its own window has its timer");
+                    assert!(self.timers.deadline(timer) <= self.clock.instant(record.alive_until));
+                }
             }
         }
+        assert_eq!(delayed, self.delayed, "the delayed count is right");
+        assert_eq!(with_secret, self.secrets.len(), "every secret belongs to a key");
         let mut walked = 0;
         let mut previous: Option<Slot> = None;
         let mut cursor = self.keepalive.head();
         while let Some(slot) = cursor {
             let record = &self.keys[slot as usize];
-            assert_eq!(record.links.prev, previous.unwrap_or(record::NIL));
+            assert_eq!(record.links.prev, previous.unwrap_or(NIL));
             if let Some(previous) = previous {
                 assert!(self.keys[previous as usize].alive_until <= record.alive_until, "list sorted");
             }
             walked += 1;
             previous = Some(slot);
-            cursor = (record.links.next != record::NIL).then_some(record.links.next);
+            cursor = (record.links.next != NIL).then_some(record.links.next);
         }
-        assert_eq!(walked, self.keys.len(), "every key is on the keep-alive list once");
+        assert_eq!(walked, on_list, "every key that follows the pool's window is on the keep-alive list once");
         if let Some(head) = self.keepalive.head() {
             let timer = self.keepalive_timer.as_ref().expect("a non-empty list has its timer armed");
             let head_deadline = self.clock.instant(self.keys[head as usize].alive_until);
             assert!(self.timers.deadline(timer) <= head_deadline, "the timer is armed no later than the head");
         }
+        for (holder, list) in &self.holders {
+            let mut cursor = list.head();
+            let mut count = 0;
+            while let Some(lease) = cursor {
+                let entry = &self.leases[lease as usize];
+                assert_eq!(entry.holder, holder as u32, "a lease is on its own holder's list");
+                assert_eq!(self.keys[entry.slot as usize].place, Place::Blocked { lease });
+                count += 1;
+                cursor = (entry.links.next != NIL).then_some(entry.links.next);
+            }
+            assert_eq!(count, list.len());
+        }
+        let mut waiting = 0;
+        for (_, waiter) in &self.waiters {
+            if let WaitState::Waiting = waiter.state {
+                waiting += 1;
+                assert!(waiter.timer.is_some(), "a waiting request has its timer");
+            } else {
+                assert!(waiter.timer.is_none(), "a served or timed-out request has no timer");
+            }
+        }
+        assert_eq!(waiting, self.wait_queue.len(), "every waiting request is queued once");
     }
 }
 

@@ -1,19 +1,19 @@
 //! The per-key record kept in the pool's slab, and the small types that describe a key's state.
 //!
-//! This struct is paid for once per key, so it is kept lean: the id inline, the keep-alive list links as
-//! two `u32` slot numbers, and the state as a tag plus one `u32` that means "position in the free list" or
-//! "index of the lease" depending on the tag. What only a leased key needs (its deadline and its timer)
-//! lives in the pool's separate lease table, which is as large as the number of leased keys, not the pool.
+//! This struct is paid for once per key, so it is kept lean (64 bytes, one cache line): the id inline,
+//! the keep-alive list links as two `u32` slot numbers, the state as a tag plus one `u32` that means
+//! "position in the free list" or "index in the lease table" depending on the tag, and a `u32` naming
+//! the key's secret, if it has one. What only a leased or delayed key needs (its deadline, timer, token)
+//! lives in the pool's lease table, and what only a key with a secret needs lives in the secret table:
+//! both are as large as the keys that use them, not the pool.
 
 use super::clock::Millis;
 use super::key_id::KeyId;
+use super::list::{Linked, Links, NIL};
 
 /// A slot number in the pool's slab. `u32` because the pool never holds more than `u32::MAX - 1` keys,
 /// and because records store several of them.
 pub type Slot = u32;
-
-/// The "no slot" marker for list links.
-pub const NIL: Slot = Slot::MAX;
 
 /// Where a key is in its life.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -22,30 +22,33 @@ pub enum Place {
     Free { position: u32 },
     /// Leased, under this entry of the lease table.
     Blocked { lease: u32 },
-}
-
-/// Links of the intrusive keep-alive list (see `keepalive.rs`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Links {
-    pub prev: Slot,
-    pub next: Slot,
-}
-
-impl Links {
-    pub const UNLINKED: Links = Links { prev: NIL, next: NIL };
+    /// Released with a delay that has not passed yet; the entry of the lease table holds its deadline.
+    Delayed { lease: u32 },
 }
 
 /// One key.
 #[derive(Debug)]
 pub struct KeyRecord {
     pub id: KeyId,
+    /// On the keep-alive list, unless the key has a keep-alive window of its own (see `secrets.rs`).
     pub links: Links,
     pub place: Place,
-    /// Times this key was handed out by GET.
+    /// Times this key was leased.
     pub leases: u32,
+    /// The key's entry in the secret table, or [`NO_SECRET`].
+    pub secret: u32,
     pub created: Millis,
     /// When the key is deleted unless it is pinged first.
     pub alive_until: Millis,
+}
+
+/// The `secret` of a key that has none.
+pub const NO_SECRET: u32 = NIL;
+
+impl Linked for KeyRecord {
+    fn links(&mut self) -> &mut Links {
+        &mut self.links
+    }
 }
 
 /// A key's state, as reported to clients.

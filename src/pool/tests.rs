@@ -317,7 +317,7 @@ fn get_blocks_the_key_for_the_block_window_and_counts_the_lease() {
                 created_ms: unix(&pool, 0),
                 alive_until_ms: Some(unix(&pool, KEEPALIVE_MS)),
                 blocked_until_ms: Some(unix(&pool, 11 + BLOCK_MS)),
-                token: None,
+                token: Some(1),
                 free_at_ms: None,
                 leases: 1,
             })
@@ -861,6 +861,7 @@ fn stats_count_every_outcome() {
                 get_misses: 1,
                 released_by_timeout: 3,
                 expired_keepalive: 3,
+                ..PoolStats::default()
             }
         );
         assert!(pool.info(&survivor).is_some());
@@ -1195,6 +1196,8 @@ struct ModelKey {
     created: u64,
     alive_until: u64,
     blocked_until: Option<u64>,
+    /// The token of the last lease; current only while `blocked_until` is set.
+    token: u64,
     leases: u32,
 }
 
@@ -1212,6 +1215,8 @@ struct Model {
     /// its timers fires first (at equal deadlines, on the wheel's order), so the model allows either: the
     /// engine's count must lie in `totals.released_by_timeout ..= that + timeout_slack`.
     timeout_slack: u64,
+    /// The token the next lease gets.
+    next_token: u64,
 }
 
 impl Model {
@@ -1224,6 +1229,7 @@ impl Model {
             keys: BTreeMap::new(),
             totals: PoolStats::default(),
             timeout_slack: 0,
+            next_token: 1,
         }
     }
 
@@ -1271,8 +1277,13 @@ impl Model {
     }
 
     fn add(&mut self, id: KeyId) {
-        let key =
-            ModelKey { created: self.now, alive_until: self.now + self.keepalive_ms, blocked_until: None, leases: 0 };
+        let key = ModelKey {
+            created: self.now,
+            alive_until: self.now + self.keepalive_ms,
+            blocked_until: None,
+            token: 0,
+            leases: 0,
+        };
         assert!(self.keys.insert(id, key).is_none(), "{id} is new");
     }
 
@@ -1291,6 +1302,8 @@ impl Model {
                 let key = self.keys.get_mut(&id).unwrap_or_else(|| panic!("GET handed out {id}, which is not live"));
                 assert_eq!(key.blocked_until, None, "GET handed out {id}, which is blocked");
                 key.blocked_until = Some(self.now + self.block_ms);
+                key.token = self.next_token;
+                self.next_token += 1;
                 key.leases += 1;
                 self.totals.get_hits += 1;
             }
@@ -1452,7 +1465,7 @@ impl Run {
             created_ms: unix(key.created),
             alive_until_ms: Some(unix(key.alive_until)),
             blocked_until_ms: key.blocked_until.map(unix),
-            token: None,
+            token: key.blocked_until.map(|_| key.token),
             free_at_ms: None,
             leases: key.leases,
         })

@@ -31,7 +31,7 @@ pub fn execute(request: Request, locked: &mut Locked, shared: &Shared, out: &mut
             match pool.release(&id) {
                 Release::Released => words::RELEASED,
                 Release::NotBlocked => words::NOT_BLOCKED,
-                Release::NotFound => words::NOT_FOUND,
+                Release::NotFound | Release::Stale => words::NOT_FOUND,
             },
         ),
         Request::Del(id) => reply::word(out, if pool.delete(&id) { words::DELETED } else { words::NOT_FOUND }),
