@@ -43,11 +43,28 @@ struct Flags {
     #[arg(long, env = "KEYPOOL_MAX_LINE", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
     max_line: u64,
 
+    /// The longest a `GET <wait>` or `LEASE <wait>` may wait for a free key; a longer wait is refused
+    /// with `CLIENT_ERROR`.
+    #[arg(long, env = "KEYPOOL_MAX_WAIT", default_value = "5m", value_parser = positive_duration)]
+    max_wait: Duration,
+
+    /// The longest block window a lease may ask for (`LEASE <wait> <block>`, `TOUCH`), and the longest
+    /// delay of a `REL <id> <delay>`.
+    #[arg(long, env = "KEYPOOL_MAX_BLOCK", default_value = "1h", value_parser = positive_duration)]
+    max_block: Duration,
+
+    /// The longest secret `ADD` accepts, in bytes. It must fit in --max-line with the command around it.
+    #[arg(long, env = "KEYPOOL_MAX_SECRET", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_secret: u64,
+
     /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime, the fastest
     /// choice on one core). Default: one per CPU core the process may run on.
     #[arg(long, env = "KEYPOOL_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: Option<u64>,
 }
+
+/// Room an ADD line needs besides its secret: `ADD `, a blank, and a keep-alive such as `10000000h`.
+const ADD_OVERHEAD: usize = 32;
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match duration::parse(text) {
@@ -73,7 +90,18 @@ fn main() -> Result<()> {
         },
         max_connections: flags.max_connections as usize,
         max_line: flags.max_line as usize,
+        max_wait: flags.max_wait,
+        max_block: flags.max_block,
+        max_secret: flags.max_secret as usize,
     };
+    if config.max_secret + ADD_OVERHEAD > config.max_line {
+        bail!(
+            "--max-secret {} does not fit in --max-line {}: a line must hold ADD, the secret and a keep-alive \
+             ({ADD_OVERHEAD} bytes more); raise --max-line or lower --max-secret",
+            config.max_secret,
+            config.max_line
+        );
+    }
     // available_parallelism honours CPU affinity, so a daemon pinned with taskset to one core gets the
     // current-thread runtime, which spares the work-stealing scheduler's overhead on every request.
     let threads =
@@ -94,6 +122,9 @@ fn main() -> Result<()> {
             max_keys = config.pool.max_keys,
             max_connections = config.max_connections,
             max_line = config.max_line,
+            max_wait = %duration::format(config.max_wait),
+            max_block = %duration::format(config.max_block),
+            max_secret = config.max_secret,
             threads,
             version = env!("CARGO_PKG_VERSION"),
             "keypool listening"

@@ -19,6 +19,7 @@ mod state;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -35,11 +36,24 @@ pub struct Config {
     pub max_connections: usize,
     /// The longest request line accepted, in bytes, line ending excluded.
     pub max_line: usize,
+    /// The longest a request may wait for a free key.
+    pub max_wait: Duration,
+    /// The longest block window a lease or TOUCH may ask for, and the longest delay of a REL.
+    pub max_block: Duration,
+    /// The longest secret ADD accepts, in bytes.
+    pub max_secret: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { pool: PoolConfig::default(), max_connections: 10_000, max_line: 4096 }
+        Config {
+            pool: PoolConfig::default(),
+            max_connections: 10_000,
+            max_line: 4096,
+            max_wait: Duration::from_secs(300),
+            max_block: Duration::from_secs(3600),
+            max_secret: 1024,
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub fn config() -> Config {
             max_keys: 10_000_000,
         },
         max_connections: 1000,
-        max_line: 4096,
+        ..Config::default()
     }
 }
 
