@@ -61,6 +61,11 @@ impl Shared {
         self.locked.lock().expect("pool lock poisoned by an earlier panic")
     }
 
+    /// Locks the pool, or `None` if an earlier holder panicked: for cleanup that must not panic.
+    pub fn lock_unless_poisoned(&self) -> Option<MutexGuard<'_, Locked>> {
+        self.locked.lock().ok()
+    }
+
     pub fn connection_opened(&self) {
         self.curr_connections.fetch_add(1, Ordering::Relaxed);
         self.total_connections.fetch_add(1, Ordering::Relaxed);
