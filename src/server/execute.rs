@@ -18,12 +18,12 @@ pub fn execute(request: Request, locked: &mut Locked, shared: &Shared, out: &mut
     locked.count(request.command());
     let pool = &mut locked.pool;
     match request {
-        Request::Gen { count } => match pool.generate(count, |id| reply::key(out, id)) {
+        Request::Gen { count } => match pool.generate(count, |id| reply::key(out, id, None)) {
             Ok(()) => reply::end(out),
             Err(error) => reply::server_error(out, &error.to_string()),
         },
         Request::Get => match pool.get() {
-            Some(id) => reply::key(out, &id),
+            Some(id) => reply::key(out, &id, None),
             None => reply::word(out, words::NOT_FOUND),
         },
         Request::Rel(id) => reply::word(
