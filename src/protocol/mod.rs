@@ -16,4 +16,4 @@ pub mod framing;
 pub mod reply;
 pub mod request;
 
-pub use request::{Request, RequestError};
+pub use request::{Command, LeaseArgs, Request, RequestError, Secret};

@@ -99,17 +99,29 @@ fn answer_buffered(shared: &Shared, input: &mut BytesMut, output: &mut BytesMut,
     let mut locked = shared.lock();
     loop {
         let Line { len, consumed } = line;
-        let parsed = Request::parse(&input[..len]);
-        input.advance(consumed);
-        match parsed {
+        let quit = match Request::parse(&input[..len]) {
             Ok(Some(Request::Quit)) => {
                 locked.count(Request::Quit.command());
-                return Progress::Quit;
+                true
             }
-            Ok(Some(request)) => execute(request, &mut locked, shared, output),
-            Ok(None) => {}
-            Err(error @ RequestError::UnknownCommand(_)) => reply::error(output, &error.to_string()),
-            Err(RequestError::BadArguments(message)) => reply::client_error(output, &message),
+            Ok(Some(request)) => {
+                execute(request, &mut locked, shared, output);
+                false
+            }
+            Ok(None) => false,
+            Err(error @ RequestError::UnknownCommand(_)) => {
+                reply::error(output, &error.to_string());
+                false
+            }
+            Err(RequestError::BadArguments(message)) => {
+                reply::client_error(output, &message);
+                false
+            }
+        };
+        // Only now: a request borrows its line (ADD's secret is a slice of it) until it is answered.
+        input.advance(consumed);
+        if quit {
+            return Progress::Quit;
         }
         if output.len() >= OUTPUT_HIGH_WATER {
             return Progress::OutputFull;

@@ -7,26 +7,26 @@ use super::Shared;
 use crate::pool::Release;
 use crate::protocol::reply::{self, words};
 use crate::protocol::request::Command;
-use crate::protocol::Request;
+use crate::protocol::{LeaseArgs, Request};
 
 /// The version reported by `VERSION` and `STATS`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Applies `request` (anything but QUIT, which the connection handles) and appends its reply to `out`.
-pub fn execute(request: Request, locked: &mut Locked, shared: &Shared, out: &mut BytesMut) {
+pub fn execute(request: Request<'_>, locked: &mut Locked, shared: &Shared, out: &mut BytesMut) {
     tracing::debug!(?request, "request");
     locked.count(request.command());
     let pool = &mut locked.pool;
     match request {
-        Request::Gen { count } => match pool.generate(count, |id| reply::key(out, id)) {
+        Request::Gen { count } => match pool.generate(count, |id| reply::key(out, id, None)) {
             Ok(()) => reply::end(out),
             Err(error) => reply::server_error(out, &error.to_string()),
         },
-        Request::Get => match pool.get() {
-            Some(id) => reply::key(out, &id),
+        Request::Get(LeaseArgs { wait: None, block: None }) => match pool.get() {
+            Some(id) => reply::key(out, &id, None),
             None => reply::word(out, words::NOT_FOUND),
         },
-        Request::Rel(id) => reply::word(
+        Request::Rel { id, token: None, delay: None } => reply::word(
             out,
             match pool.release(&id) {
                 Release::Released => words::RELEASED,
@@ -44,6 +44,13 @@ pub fn execute(request: Request, locked: &mut Locked, shared: &Shared, out: &mut
         Request::Stats => stats(locked, shared, out),
         Request::Version => reply::version(out, VERSION),
         Request::Quit => {}
+        // Parsed but not served yet: issue 7's engine side replaces this placeholder.
+        Request::Get(_)
+        | Request::Lease(_)
+        | Request::Rel { .. }
+        | Request::Touch { .. }
+        | Request::Autorel
+        | Request::Add { .. } => reply::server_error(out, "not implemented yet"),
     }
 }
 
