@@ -5,6 +5,12 @@
 //! `write_all`. A batch stops early once its replies pass [`OUTPUT_HIGH_WATER`], is written out, and
 //! resumes from the buffered input before anything more is read: one connection's huge pipeline can
 //! neither hold the lock for long nor grow its output without bound.
+//!
+//! A request that waits for a key (`GET <wait>`, `LEASE <wait>`) also ends its batch: the replies before
+//! it are written, and the connection sleeps, without the lock, until the pool grants it a key or its
+//! wait runs out. Later requests stay buffered, so replies keep their order. Meanwhile the connection
+//! keeps reading (up to [`WAITING_INPUT_LIMIT`]) only to notice a client that hangs up, whose wait is
+//! then withdrawn.
 
 use std::io;
 use std::time::Duration;
@@ -14,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::execute;
+use super::execute::{execute, lease_reply, Executed};
+use super::session::Session;
 use super::Shared;
 use crate::protocol::framing::{self, Line, LineTooLong};
 use crate::protocol::{reply, Request, RequestError};
@@ -27,6 +34,9 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// How long replies already being written may take once shutdown has begun.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How much unanswered input a waiting connection reads ahead before it stops reading.
+const WAITING_INPUT_LIMIT: usize = 64 * 1024;
 
 /// How long a connection closed by the server (QUIT, a protocol error, shutdown) keeps draining its client's unread input, so that
 /// closing does not reset the connection and destroy the error reply before the client reads it.
@@ -42,6 +52,18 @@ enum Progress {
     Quit,
     /// A line passed `--max-line`; the error is in the output and the connection must close.
     LineTooLong,
+    /// A request waits for a key; its ticket is in the session.
+    Waiting,
+}
+
+/// How a wait for a key ended, for the connection.
+enum WaitEnd {
+    /// The reply is in the output; go on.
+    Answered,
+    /// The client hung up.
+    ClientGone,
+    /// The daemon is stopping.
+    Stopping,
 }
 
 /// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled. On `stop`,
@@ -55,8 +77,9 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
     // unregister a waiter on the token every request.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    let mut session = Session::new(shared);
     loop {
-        let progress = answer_buffered(shared, &mut input, &mut output, max_line);
+        let progress = answer_buffered(shared, &mut session, &mut input, &mut output, max_line);
         if !output.is_empty() {
             tokio::select! {
                 biased;
@@ -69,6 +92,13 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
             Progress::NeedInput => {}
             Progress::OutputFull => continue,
             Progress::Quit | Progress::LineTooLong => return drain_and_close(socket).await,
+            Progress::Waiting => {
+                match wait_for_key(&mut socket, &mut session, &mut input, &mut output, stopped.as_mut()).await? {
+                    WaitEnd::Answered => continue,
+                    WaitEnd::ClientGone => return Ok(()),
+                    WaitEnd::Stopping => return drain_and_close(socket).await,
+                }
+            }
         }
         // Checked before reading, not only raced against the read: a client whose next request is always
         // already there would otherwise win every race and keep the daemon from stopping.
@@ -90,7 +120,13 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
 
 /// Answers the complete lines at the front of `input`, consuming them, with replies appended to
 /// `output`. Takes the pool's lock only if there is at least one line, and then only once.
-fn answer_buffered(shared: &Shared, input: &mut BytesMut, output: &mut BytesMut, max_line: usize) -> Progress {
+fn answer_buffered(
+    shared: &Shared,
+    session: &mut Session<'_>,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    max_line: usize,
+) -> Progress {
     let mut line = match framing::next_line(input, max_line) {
         Ok(Some(line)) => line,
         Ok(None) => return Progress::NeedInput,
@@ -99,29 +135,29 @@ fn answer_buffered(shared: &Shared, input: &mut BytesMut, output: &mut BytesMut,
     let mut locked = shared.lock();
     loop {
         let Line { len, consumed } = line;
-        let quit = match Request::parse(&input[..len]) {
+        let ended = match Request::parse(&input[..len]) {
             Ok(Some(Request::Quit)) => {
                 locked.count(Request::Quit.command());
-                true
+                Some(Progress::Quit)
             }
-            Ok(Some(request)) => {
-                execute(request, &mut locked, shared, output);
-                false
-            }
-            Ok(None) => false,
+            Ok(Some(request)) => match execute(request, &mut locked, shared, session, output) {
+                Executed::Answered => None,
+                Executed::Waits => Some(Progress::Waiting),
+            },
+            Ok(None) => None,
             Err(error @ RequestError::UnknownCommand(_)) => {
                 reply::error(output, &error.to_string());
-                false
+                None
             }
             Err(RequestError::BadArguments(message)) => {
                 reply::client_error(output, &message);
-                false
+                None
             }
         };
         // Only now: a request borrows its line (ADD's secret is a slice of it) until it is answered.
         input.advance(consumed);
-        if quit {
-            return Progress::Quit;
+        if let Some(progress) = ended {
+            return progress;
         }
         if output.len() >= OUTPUT_HIGH_WATER {
             return Progress::OutputFull;
@@ -131,6 +167,46 @@ fn answer_buffered(shared: &Shared, input: &mut BytesMut, output: &mut BytesMut,
             Ok(None) => return Progress::NeedInput,
             Err(LineTooLong) => return line_too_long(output),
         };
+    }
+}
+
+/// Sleeps until the session's waiting request is granted a key or its wait runs out, then writes its
+/// reply to `output`. Reads ahead meanwhile only to notice the client hanging up; on any way out other
+/// than an answer, the session's `Drop` withdraws the wait.
+async fn wait_for_key(
+    socket: &mut TcpStream,
+    session: &mut Session<'_>,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> io::Result<WaitEnd> {
+    let Some(waiting) = session.waiting.as_ref() else {
+        return Ok(WaitEnd::Answered);
+    };
+    let shared = session.shared();
+    loop {
+        let reading = input.len() < WAITING_INPUT_LIMIT;
+        if reading {
+            input.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            outcome = std::future::poll_fn(|cx| shared.lock().pool.poll_wait(&waiting.ticket, cx)) => {
+                match outcome {
+                    Some(grant) => lease_reply(output, waiting.reply, &grant.id, grant.token, grant.secret.as_deref()),
+                    None => reply::word(output, reply::words::NOT_FOUND),
+                }
+                // The ticket is spent: the session must not withdraw it.
+                session.waiting = None;
+                return Ok(WaitEnd::Answered);
+            }
+            read = socket.read_buf(input), if reading => {
+                if read? == 0 {
+                    return Ok(WaitEnd::ClientGone);
+                }
+            }
+            () = &mut stopped => return Ok(WaitEnd::Stopping),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`connection`] reads a client's bytes, cuts them into lines, and answers a whole batch of pipelined
 //!   requests under one lock and with one write;
 //! - [`execute`] applies one request to the pool and writes its reply;
+//! - [`session`] is what one connection remembers between requests (its AUTOREL holder, its wait), and
+//!   gives back to the pool when it ends;
 //! - [`state`] is what every connection shares: the pool behind its mutex, and the counters for STATS;
 //! - [`expiry`] drives the pool's timers.
 
@@ -14,6 +16,7 @@ mod connection;
 mod execute;
 mod expiry;
 mod listener;
+mod session;
 mod state;
 
 use std::future::Future;

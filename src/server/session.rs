@@ -40,6 +40,11 @@ impl<'a> Session<'a> {
     pub fn new(shared: &'a Shared) -> Session<'a> {
         Session { shared, holder: None, waiting: None }
     }
+
+    /// The state this session's connection serves.
+    pub fn shared(&self) -> &'a Shared {
+        self.shared
+    }
 }
 
 impl Drop for Session<'_> {
