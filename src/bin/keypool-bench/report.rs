@@ -52,14 +52,6 @@ impl Summary {
         }
     }
 
-    fn percentile(&self, p: f64) -> u64 {
-        if self.latency.is_empty() {
-            0
-        } else {
-            self.latency.value_at_quantile(p / 100.0)
-        }
-    }
-
     /// One JSON object; latencies in microseconds.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
@@ -79,14 +71,7 @@ impl Summary {
             "failed_connections": self.failed_connections,
             "first_unexpected": self.first_unexpected,
             "first_failure": self.first_failure,
-            "latency_us": {
-                "p50": self.percentile(50.0),
-                "p90": self.percentile(90.0),
-                "p99": self.percentile(99.0),
-                "p99_9": self.percentile(99.9),
-                "max": self.latency.max(),
-                "mean": (self.latency.mean() * 10.0).round() / 10.0,
-            },
+            "latency_us": latency_json(&self.latency),
         })
     }
 
@@ -104,7 +89,7 @@ impl Summary {
             "target     {} ({} workload, {} connections{idle}, {pace}, {} keys)\n\
              duration   {:.1} s\n\
              ops        {} ({:.0} ops/s)\n\
-             latency    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}\n\
+             latency    {}\n\
              not found  {}\n\
              errors     {}\n\
              unexpected {}\n",
@@ -115,11 +100,7 @@ impl Summary {
             self.seconds,
             self.ops,
             self.ops_per_sec(),
-            micros(self.percentile(50.0)),
-            micros(self.percentile(90.0)),
-            micros(self.percentile(99.0)),
-            micros(self.percentile(99.9)),
-            micros(self.latency.max()),
+            percentiles(&self.latency),
             self.not_found,
             self.errors,
             self.unexpected,
@@ -136,6 +117,39 @@ impl Summary {
         }
         text
     }
+}
+
+/// The value at percentile `p` (0 to 100), or 0 when nothing was recorded.
+fn percentile(histogram: &Histogram<u64>, p: f64) -> u64 {
+    if histogram.is_empty() {
+        0
+    } else {
+        histogram.value_at_quantile(p / 100.0)
+    }
+}
+
+/// The percentiles every latency is reported at, in microseconds, as JSON.
+fn latency_json(histogram: &Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": percentile(histogram, 50.0),
+        "p90": percentile(histogram, 90.0),
+        "p99": percentile(histogram, 99.0),
+        "p99_9": percentile(histogram, 99.9),
+        "max": histogram.max(),
+        "mean": (histogram.mean() * 10.0).round() / 10.0,
+    })
+}
+
+/// The same percentiles for people: `p50 87us  p90 ...  max 3.38ms`.
+fn percentiles(histogram: &Histogram<u64>) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        micros(percentile(histogram, 50.0)),
+        micros(percentile(histogram, 90.0)),
+        micros(percentile(histogram, 99.0)),
+        micros(percentile(histogram, 99.9)),
+        micros(histogram.max()),
+    )
 }
 
 /// A latency for people: `87us`, `1.42ms`, `2.1s`.
