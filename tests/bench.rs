@@ -1,8 +1,11 @@
 //! keypool-bench, run as a user would: the one-command demo (`--embedded`), briefly, with `--json`.
-//! Checks that the report has every field, that operations happened, and that none failed.
+//! Checks that the report has every field, that operations happened, and that none failed; and that
+//! the `contend` workload refuses what would make its figures meaningless (its runs themselves need a
+//! daemon that answers `LEASE <wait>`, and are tested in the bench against a stand-in).
 
 use std::process::Command;
 
+use keypool::server::{Config, Handle};
 use serde_json::Value;
 
 /// Runs keypool-bench against an embedded daemon with `extra` flags and returns its JSON report.
@@ -95,4 +98,49 @@ fn a_workload_that_names_seeded_keys_refuses_no_seed() {
         .expect("keypool-bench runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--no-seed"));
+}
+
+/// Runs keypool-bench with `args` and returns its stderr, failing if it succeeded.
+fn refused(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_keypool-bench")).args(args).output().expect("keypool-bench runs");
+    assert!(!output.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn contend_refuses_flags_that_leave_nothing_to_contend_for() {
+    // Nothing listens on port 1: these are refused before any connection is tried.
+    let stderr = refused(&["--server", "127.0.0.1:1", "--workload", "contend"]);
+    assert!(stderr.contains("--keys 100000 is not below --connections 50"), "{stderr}");
+    let stderr = refused(&["--server", "127.0.0.1:1", "--workload", "contend", "--target", "redis"]);
+    assert!(stderr.contains("needs keypool's LEASE"), "{stderr}");
+    let args = ["--server", "127.0.0.1:1", "--workload", "contend", "--connections", "20", "--keys", "2"];
+    let stderr = refused(&[&args[..], &["--pipeline", "8"]].concat());
+    assert!(stderr.contains("one request in flight"), "{stderr}");
+}
+
+#[test]
+fn contend_refuses_a_hold_or_a_run_the_daemon_windows_would_cut_short() {
+    let contend = ["--embedded", "--workload", "contend", "--connections", "4", "--keys", "2"];
+    // The embedded daemon's block timeout is 60s and its keep-alive window 5m.
+    let stderr = refused(&[&contend[..], &["--hold", "1m"]].concat());
+    assert!(stderr.contains("--block-timeout"), "{stderr}");
+    let stderr = refused(&[&contend[..], &["--duration", "5m"]].concat());
+    assert!(stderr.contains("--keepalive-timeout"), "{stderr}");
+}
+
+#[test]
+fn contend_refuses_a_pool_that_already_holds_keys() {
+    // A daemon on this test's own runtime, which serves it from its worker threads meanwhile.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let daemon =
+        runtime.block_on(Handle::start(([127, 0, 0, 1], 0).into(), Config::default())).expect("a daemon on loopback");
+    let addr = daemon.addr().to_string();
+    // A first run leaves its seeded keys in the pool.
+    let lease = ["--server", &addr, "--keys", "5", "--connections", "2", "--duration", "100ms", "--warmup", "0ms"];
+    let output = Command::new(env!("CARGO_BIN_EXE_keypool-bench")).args(lease).arg("--quiet").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = refused(&["--server", &addr, "--workload", "contend", "--connections", "4", "--keys", "2"]);
+    assert!(stderr.contains("already holds 5 keys") && stderr.contains("fresh daemon"), "{stderr}");
+    runtime.block_on(daemon.stop());
 }

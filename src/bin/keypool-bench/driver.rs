@@ -10,6 +10,10 @@
 //! omission).
 //!
 //! Only requests sent after the warm-up and answered before the end count.
+//!
+//! `contend` adds two things. Its connections may hold each leased key for `--hold` before giving it
+//! back, sending nothing meanwhile (simulated work). And every REL and LEASED it sends and reads goes
+//! into the shared [`Handoffs`] book, which times each key from its release to its next lease.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::handoff::Handoffs;
 use crate::target::{Op, Reply, Target};
 use crate::workload::OpSource;
 
@@ -42,18 +47,20 @@ pub struct Schedule {
 /// How a connection sends.
 #[derive(Clone, Copy, Debug)]
 pub enum Pace {
-    /// Keep this many requests in flight.
-    Closed { pipeline: usize },
+    /// Keep this many requests in flight, and hold each leased key this long before giving it back.
+    Closed { pipeline: usize, hold: Duration },
     /// Send one request every `interval`.
     Open { interval: Duration },
 }
 
-/// What connections share while they run: the live progress figures and the first odd reply.
+/// What connections share while they run: the live progress figures, the first odd reply, and the
+/// handoff book (used by `contend` only; the others never touch it).
 #[derive(Default)]
 pub struct Live {
     pub ops: AtomicU64,
     pub interval: Mutex<Option<Histogram<u64>>>,
     pub first_unexpected: Mutex<Option<String>>,
+    pub handoffs: Handoffs,
 }
 
 impl Live {
@@ -70,12 +77,14 @@ pub struct Tally {
     pub not_found: u64,
     pub errors: u64,
     pub unexpected: u64,
+    /// `STALE` replies to `REL <id> <token>`: the lease had already timed out.
+    pub stale: u64,
     pub failure: Option<String>,
 }
 
 impl Tally {
     fn new() -> Tally {
-        Tally { latency: new_histogram(), ops: 0, not_found: 0, errors: 0, unexpected: 0, failure: None }
+        Tally { latency: new_histogram(), ops: 0, not_found: 0, errors: 0, unexpected: 0, stale: 0, failure: None }
     }
 }
 
@@ -122,8 +131,10 @@ async fn drive(
     let mut recent = new_histogram();
     let mut shared_at = Instant::now();
     let mut next_send = schedule.start;
+    let mut hold_until: Option<Instant> = None;
     // Timers made once and reset, not made per request: registering a fresh timer for every read
-    // would cost the generator more than the request costs the server.
+    // would cost the generator more than the request costs the server. The closed loop uses
+    // `pace_timer` to end a `--hold`.
     let finish = tokio::time::sleep_until(schedule.end);
     let pace_timer = tokio::time::sleep_until(next_send);
     tokio::pin!(finish, pace_timer);
@@ -134,9 +145,21 @@ async fn drive(
             return Ok(());
         }
         match pace {
-            Pace::Closed { pipeline } => {
+            Pace::Closed { pipeline, .. } => {
+                if let Some(until) = hold_until.filter(|&until| until > now) {
+                    // Holding a key: nothing is in flight (contend runs one request at a time), so
+                    // only the clock can move this connection on.
+                    pace_timer.as_mut().reset(until);
+                    tokio::select! {
+                        biased;
+                        () = &mut pace_timer => continue,
+                        () = &mut finish => return Ok(()),
+                    }
+                }
+                hold_until = None;
                 while in_flight.len() < pipeline {
                     let op = source.next_op();
+                    note_sending(live, op, now);
                     target.encode(op, &mut output);
                     in_flight.push_back((op, now));
                 }
@@ -148,6 +171,7 @@ async fn drive(
                 while next_send <= now && next_send < schedule.end && queued < MAX_CATCH_UP {
                     queued += 1;
                     let op = source.next_op();
+                    note_sending(live, op, next_send);
                     target.encode(op, &mut output);
                     in_flight.push_back((op, next_send));
                     next_send += interval;
@@ -182,6 +206,12 @@ async fn drive(
         }
         let now = Instant::now();
         take_replies(target, &mut input, &mut in_flight, source, schedule, now, tally, &mut recent, live);
+        if let Pace::Closed { hold, .. } = pace {
+            // The lease just read starts the hold; the give-back goes out when it ends.
+            if !hold.is_zero() && hold_until.is_none() && source.holds_a_key() {
+                hold_until = Some(now + hold);
+            }
+        }
 
         if now.duration_since(shared_at) >= SHARE_EVERY {
             share(live, &mut recent);
@@ -211,6 +241,7 @@ fn take_replies(
         input.advance(used);
         in_flight.pop_front();
         source.on_reply(op, &reply);
+        note_handoff(live, op, since, &reply, now, schedule);
         if since < schedule.measure_from || now > schedule.end {
             continue;
         }
@@ -220,8 +251,9 @@ fn take_replies(
         tally.ops += 1;
         counted += 1;
         match reply {
-            Reply::Done(_) => {}
+            Reply::Done(_) | Reply::Leased { .. } => {}
             Reply::NotFound => tally.not_found += 1,
+            Reply::Stale => tally.stale += 1,
             Reply::Error(text) => {
                 tally.errors += 1;
                 live.note_unexpected(&text);
@@ -233,6 +265,24 @@ fn take_replies(
         }
     }
     live.ops.fetch_add(counted, Ordering::Relaxed);
+}
+
+/// Puts a REL that is about to be written into the handoff book, at the instant its latency counts from
+/// (the same instant goes into `in_flight`, which is how a refused REL finds its own entry again).
+fn note_sending(live: &Live, op: Op, since: Instant) {
+    if let Op::Release(id, _) = op {
+        live.handoffs.released(id, since);
+    }
+}
+
+/// Tells the handoff book what a reply means for it: a key leased, or a REL (sent at `since`) that freed
+/// nothing. Done for every reply, counted or not, so that the book never keeps a stale entry.
+fn note_handoff(live: &Live, op: Op, since: Instant, reply: &Reply, now: Instant, schedule: Schedule) {
+    match (op, reply) {
+        (Op::LeaseWaiting(_), &Reply::Leased { id, .. }) => live.handoffs.leased(id, now, schedule),
+        (Op::Release(id, _), Reply::Stale | Reply::NotFound) => live.handoffs.release_refused(id, since),
+        _ => {}
+    }
 }
 
 fn share(live: &Live, recent: &mut Histogram<u64>) {

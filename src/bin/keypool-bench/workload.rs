@@ -2,15 +2,20 @@
 //!
 //! Every connection has its own [`OpSource`]. A key that a `Take` leased is queued to be given back, and
 //! a queued give-back always goes before anything new, so the `lease` workload alternates GET and REL
-//! of the key it got, with each half counted as one operation.
+//! of the key it got, with each half counted as one operation. `contend` does the same with
+//! `LEASE <wait>` and `REL <id> <token>`, the give-back naming the lease it ends.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::RngExt;
 
 use crate::target::{Id, Op, Reply, Target};
+
+/// How long a `contend` LEASE waits for a key when `--wait` is not given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// What the connections do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -25,6 +30,10 @@ pub enum Workload {
     Gen,
     /// Each new request: a GET (its REL follows) with probability 1/2, a PING with 3/10, an INFO with 2/10.
     Mixed,
+    /// LEASE <wait> a key, then REL <id> <token> it; each is one operation. keypool only, one request
+    /// in flight per connection, and fewer --keys than --connections so that connections wait: the
+    /// report adds handoffs/s and the handoff latency (a REL sent to its key's next LEASED received).
+    Contend,
 }
 
 impl Workload {
@@ -36,6 +45,7 @@ impl Workload {
             Workload::Info => "info",
             Workload::Gen => "gen",
             Workload::Mixed => "mixed",
+            Workload::Contend => "contend",
         }
     }
 
@@ -44,7 +54,8 @@ impl Workload {
         match self {
             Workload::Ping | Workload::Info | Workload::Mixed => true,
             Workload::Lease => target == Target::Memcached,
-            Workload::Gen => false,
+            // keypool seeding returns the ids anyway, and LEASE picks the key itself.
+            Workload::Gen | Workload::Contend => false,
         }
     }
 }
@@ -54,7 +65,9 @@ pub struct OpSource {
     workload: Workload,
     target: Target,
     ids: Arc<Vec<Id>>,
-    to_give_back: VecDeque<Id>,
+    /// The give-backs owed (`GiveBack` or `Release`), oldest first.
+    to_give_back: VecDeque<Op>,
+    wait: Duration,
     rng: SmallRng,
 }
 
@@ -62,13 +75,24 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 impl OpSource {
     pub fn new(workload: Workload, target: Target, ids: Arc<Vec<Id>>) -> OpSource {
-        OpSource { workload, target, ids, to_give_back: VecDeque::new(), rng: rand::make_rng() }
+        OpSource { workload, target, ids, to_give_back: VecDeque::new(), wait: DEFAULT_WAIT, rng: rand::make_rng() }
+    }
+
+    /// Sets how long each `contend` LEASE waits for a key.
+    pub fn with_wait(mut self, wait: Duration) -> OpSource {
+        self.wait = wait;
+        self
+    }
+
+    /// Whether a leased key is waiting to be given back (the `--hold` of `contend` delays that).
+    pub fn holds_a_key(&self) -> bool {
+        !self.to_give_back.is_empty()
     }
 
     /// The next request to send.
     pub fn next_op(&mut self) -> Op {
-        if let Some(id) = self.to_give_back.pop_front() {
-            return Op::GiveBack(id);
+        if let Some(give_back) = self.to_give_back.pop_front() {
+            return give_back;
         }
         match self.workload {
             Workload::Lease => self.take(),
@@ -80,13 +104,16 @@ impl OpSource {
                 5..8 => Op::Ping(self.seeded_id()),
                 _ => Op::Info(self.seeded_id()),
             },
+            Workload::Contend => Op::LeaseWaiting(self.wait),
         }
     }
 
     /// Learns from a reply: a leased key is queued to be given back.
     pub fn on_reply(&mut self, op: Op, reply: &Reply) {
-        if let (Op::Take(_), Reply::Done(Some(id))) = (op, reply) {
-            self.to_give_back.push_back(*id);
+        match (op, reply) {
+            (Op::Take(_), Reply::Done(Some(id))) => self.to_give_back.push_back(Op::GiveBack(*id)),
+            (Op::LeaseWaiting(_), &Reply::Leased { id, token }) => self.to_give_back.push_back(Op::Release(id, token)),
+            _ => {}
         }
     }
 
@@ -136,6 +163,33 @@ mod tests {
         let take = source.next_op();
         source.on_reply(take, &Reply::NotFound);
         assert_eq!(source.next_op(), Op::Take(None));
+    }
+
+    #[test]
+    fn contend_alternates_a_waiting_lease_and_the_release_of_that_lease() {
+        let id = *b"abcdefghijklmnopqrstuvwx";
+        let wait = Duration::from_millis(250);
+        let mut source = OpSource::new(Workload::Contend, Target::Keypool, Arc::new(vec![])).with_wait(wait);
+        let lease = source.next_op();
+        assert_eq!(lease, Op::LeaseWaiting(wait));
+        assert!(!source.holds_a_key());
+        source.on_reply(lease, &Reply::Leased { id, token: 7 });
+        assert!(source.holds_a_key());
+        let release = source.next_op();
+        assert_eq!(release, Op::Release(id, 7));
+        assert!(!source.holds_a_key());
+        source.on_reply(release, &Reply::Done(None));
+        assert_eq!(source.next_op(), Op::LeaseWaiting(wait));
+    }
+
+    #[test]
+    fn a_wait_that_ran_out_queues_nothing() {
+        let mut source = OpSource::new(Workload::Contend, Target::Keypool, Arc::new(vec![]));
+        let lease = source.next_op();
+        assert_eq!(lease, Op::LeaseWaiting(DEFAULT_WAIT));
+        source.on_reply(lease, &Reply::NotFound);
+        assert!(!source.holds_a_key());
+        assert_eq!(source.next_op(), Op::LeaseWaiting(DEFAULT_WAIT));
     }
 
     #[test]
