@@ -53,9 +53,10 @@ struct Flags {
     #[arg(long, env = "KEYPOOL_MAX_BLOCK", default_value = "1h", value_parser = positive_duration)]
     max_block: Duration,
 
-    /// The longest secret `ADD` accepts, in bytes. It must fit in --max-line with the command around it.
-    #[arg(long, env = "KEYPOOL_MAX_SECRET", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
-    max_secret: u64,
+    /// The longest secret `ADD` accepts, in bytes. It must fit in --max-line with the command around it
+    /// (32 bytes more). Default: 1024, or less if --max-line leaves less room.
+    #[arg(long, env = "KEYPOOL_MAX_SECRET", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_secret: Option<u64>,
 
     /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime, the fastest
     /// choice on one core). Default: one per CPU core the process may run on.
@@ -64,7 +65,11 @@ struct Flags {
 }
 
 /// Room an ADD line needs besides its secret: `ADD `, a blank, and a keep-alive such as `10000000h`.
+/// The smallest --max-line (64) leaves room for a 32-byte secret.
 const ADD_OVERHEAD: usize = 32;
+
+/// --max-secret when it is not given and --max-line leaves room for it.
+const DEFAULT_MAX_SECRET: usize = 1024;
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match duration::parse(text) {
@@ -82,6 +87,7 @@ fn main() -> Result<()> {
         .init();
 
     let addr = resolve(&flags.listen)?;
+    let max_line = flags.max_line as usize;
     let config = Config {
         pool: PoolConfig {
             block_timeout: flags.block_timeout,
@@ -89,12 +95,12 @@ fn main() -> Result<()> {
             max_keys: flags.max_keys as usize,
         },
         max_connections: flags.max_connections as usize,
-        max_line: flags.max_line as usize,
+        max_line,
         max_wait: flags.max_wait,
         max_block: flags.max_block,
-        max_secret: flags.max_secret as usize,
+        max_secret: flags.max_secret.map_or(DEFAULT_MAX_SECRET.min(max_line - ADD_OVERHEAD), |n| n as usize),
     };
-    if config.max_secret + ADD_OVERHEAD > config.max_line {
+    if config.max_secret + ADD_OVERHEAD > max_line {
         bail!(
             "--max-secret {} does not fit in --max-line {}: a line must hold ADD, the secret and a keep-alive \
              ({ADD_OVERHEAD} bytes more); raise --max-line or lower --max-secret",

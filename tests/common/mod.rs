@@ -266,12 +266,18 @@ impl Client {
         }
         let pairs = stat_pairs(&lines);
         let names: Vec<&str> = pairs.iter().map(|(name, _)| name.as_str()).collect();
-        let blocked = pairs.iter().any(|(name, value)| name == "state" && value == "blocked");
-        let expected: &[&str] = if blocked {
-            &["id", "state", "created_ms", "alive_until_ms", "blocked_until_ms", "leases"]
-        } else {
-            &["id", "state", "created_ms", "alive_until_ms", "leases"]
-        };
+        let state = pairs.iter().find(|(name, _)| name == "state").map(|(_, value)| value.as_str());
+        // A key that never expires by keep-alive (ADD <secret> 0s) has no alive_until_ms.
+        let mut expected = vec!["id", "state", "created_ms"];
+        if names.contains(&"alive_until_ms") {
+            expected.push("alive_until_ms");
+        }
+        match state {
+            Some("blocked") => expected.extend(["blocked_until_ms", "token"]),
+            Some("delayed") => expected.push("free_at_ms"),
+            _ => {}
+        }
+        expected.push("leases");
         assert_eq!(names, expected, "INFO fields of {id}");
         Some(pairs.into_iter().collect())
     }
