@@ -9,6 +9,8 @@ memcached on the PATH (`apt-get install redis-server memcached`).
     python3 scripts/bench.py                 # everything (about 15 minutes)
     python3 scripts/bench.py --only compare  # one section: compare, scaling, memory, idle
     python3 scripts/bench.py --duration 3s --runs 5
+    python3 scripts/bench.py --only contend  # handoffs: 1000 connections sharing 10 keys
+    python3 scripts/bench.py --only versus --baseline-daemon /path/to/older/keypool   # lease, old vs new
 """
 
 import argparse
@@ -42,10 +44,10 @@ def wait_for_port(port, timeout=10.0):
 class Server:
     """A server process pinned to the server CPU, stopped by its PID."""
 
-    def __init__(self, target, extra=()):
+    def __init__(self, target, extra=(), daemon=DAEMON):
         port = PORTS[target]
         if target == "keypool":
-            cmd = [DAEMON, "--listen", f"127.0.0.1:{port}", "--max-keys", "20000000", *extra]
+            cmd = [daemon, "--listen", f"127.0.0.1:{port}", "--max-keys", "20000000", *extra]
         elif target == "redis":
             cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--protected-mode", "yes", *extra]
@@ -243,13 +245,65 @@ def section_idle(args):
     return {"alone": alone, "with_idle": crowd, "ratio": crowd_ratio}
 
 
+def section_contend(args):
+    print("\n## contend: LEASE <wait> + REL <id> <token>, 1000 connections sharing 10 keys (keypool)\n")
+    print("| run | ops/s | handoffs/s | handoff p50 us | handoff p99 us | handoff p99.9 us | not found | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for run in range(args.runs):
+        server = Server("keypool")
+        try:
+            results.append(measured(server, "keypool", args.duration, workload="contend", connections=1000,
+                                    keys=10))
+        finally:
+            server.stop()
+        r = results[-1]
+        h = r["handoff_latency_us"]
+        print(f"| {run + 1} | {fmt_ops(r['ops_per_sec'])} | {fmt_ops(r['handoffs_per_sec'])} | {h['p50']} | "
+              f"{h['p99']} | {h['p99_9']} | {r['not_found']} | {r['errors']} |", flush=True)
+    median = {
+        "handoffs_per_sec": statistics.median(r["handoffs_per_sec"] for r in results),
+        "handoff_p50_us": statistics.median(r["handoff_latency_us"]["p50"] for r in results),
+        "handoff_p99_us": statistics.median(r["handoff_latency_us"]["p99"] for r in results),
+    }
+    print(f"| median | | {fmt_ops(median['handoffs_per_sec'])} | {median['handoff_p50_us']:.0f} | "
+          f"{median['handoff_p99_us']:.0f} | | | |")
+    return {"runs": results, "median": median}
+
+
+def section_versus(args):
+    if not args.baseline_daemon:
+        sys.exit("--only versus needs --baseline-daemon PATH (an older keypool build to compare with)")
+    print(f"\n## lease: this build vs {args.baseline_daemon} (50 connections)\n")
+    print("| pipeline | this build ops/s | baseline ops/s | ratio (median of rounds) | runs (this / baseline) |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for pipeline in (1, 32):
+        now, then = [], []
+        for _ in range(args.runs):
+            for daemon, into in ((DAEMON, now), (args.baseline_daemon, then)):
+                server = Server("keypool", daemon=daemon)
+                try:
+                    into.append(measured(server, "keypool", args.duration, workload="lease", pipeline=pipeline,
+                                         keys=args.keys))
+                finally:
+                    server.stop()
+        ratio_ = statistics.median(n["ops_per_sec"] / t["ops_per_sec"] for n, t in zip(now, then))
+        runs = " ".join(f"{fmt_ops(n['ops_per_sec'])}/{fmt_ops(t['ops_per_sec'])}" for n, t in zip(now, then))
+        print(f"| {pipeline} | {fmt_ops(summarize(now)['ops_per_sec'])} | {fmt_ops(summarize(then)['ops_per_sec'])} | "
+              f"{ratio_:.3f}x | {runs} |", flush=True)
+        rows.append({"pipeline": pipeline, "this": summarize(now), "baseline": summarize(then), "ratio": ratio_})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--workloads", nargs="+", default=["lease", "ping", "info"])
-    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle"])
+    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus"])
+    parser.add_argument("--baseline-daemon", help="an older keypool binary, for --only versus")
     parser.add_argument("--full-memory", action="store_true", help="also measure the baselines at 1e7 keys")
     parser.add_argument("--out", default=os.path.join(ROOT, "target", "bench-results.json"))
     args = parser.parse_args()
@@ -259,10 +313,12 @@ def main():
 
     print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}; "
           f"server on CPU {SERVER_CPU}, keypool-bench on CPU {CLIENT_CPU}; medians of {args.runs} runs of {args.duration}")
-    sections = {"compare": section_compare, "scaling": section_scaling, "memory": section_memory, "idle": section_idle}
+    sections = {"compare": section_compare, "scaling": section_scaling, "memory": section_memory, "idle": section_idle,
+                "contend": section_contend, "versus": section_versus}
     results = {}
     for name, run in sections.items():
-        if args.only in (None, name):
+        # versus needs a second build, so it runs only when asked for.
+        if args.only == name or (args.only is None and name != "versus"):
             results[name] = run(args)
     with open(args.out, "w") as out:
         json.dump(results, out, indent=1)
