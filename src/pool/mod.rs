@@ -773,9 +773,15 @@ impl Pool {
         }
     }
 
-    /// Ends a wait that ran out; the caller took it off the queue.
+    /// Ends a wait that ran out; the caller took it off the queue. Its timer is cancelled unless it is the
+    /// one that fired (the caller has then cleared it): a key freed after the wait's deadline but before
+    /// the timer fired ends the wait early, and the timer must not fire later for a waiter that is gone,
+    /// or whose slot a new waiter has taken.
     fn end_wait(&mut self, waiter: u32) {
         let waiter = &mut self.waiters[waiter as usize];
+        if let Some(timer) = waiter.timer.take() {
+            self.timers.remove(&timer);
+        }
         waiter.state = WaitState::TimedOut;
         self.stats.waits_timed_out += 1;
         self.stats.get_misses += 1;
