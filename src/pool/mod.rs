@@ -298,10 +298,11 @@ impl Pool {
             return Err(PoolError::Full);
         }
         let id = self.fresh_id();
+        // Zero first: it means "never", even in a pool whose own window is zero.
         let (alive_until, mode) = match keepalive {
+            Some(Duration::ZERO) => (NEVER, OwnKeepalive::Never),
             None => (now.after(self.config.keepalive_timeout), OwnKeepalive::Pool),
             Some(window) if window == self.config.keepalive_timeout => (now.after(window), OwnKeepalive::Pool),
-            Some(Duration::ZERO) => (NEVER, OwnKeepalive::Never),
             Some(window) => (now.after(window), OwnKeepalive::Window { window, timer: None }),
         };
         let slot = self.insert_key(id, now, alive_until);
