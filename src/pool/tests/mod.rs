@@ -21,6 +21,7 @@ use std::task::Waker;
 
 use super::*;
 
+mod leases;
 mod model;
 
 /// A well-formed id that no generator will produce (the odds are one in 62^24 per id).
@@ -79,14 +80,16 @@ async fn advance(ms: u64) {
 
 /// Polls `poll_expired` until it returns `Pending`, checking every slice, and returns the total work.
 ///
-/// The work is bounded by what there is to expire: one unit per lease timer, one per key deleted, and one
-/// per firing of the keep-alive head timer, which either deletes a key, or fires early once per drain, or
-/// ends a slice; plus, for every day of the pool's life, a heartbeat and a re-arm of each timer capped
-/// at the one-day horizon. More than that means the engine is spinning on a timer that does nothing.
+/// The work is bounded by what there is to expire: one unit per lease (or delay) timer, one per key
+/// deleted, one per waiter whose wait runs out, and one per firing of the keep-alive head timer, which
+/// either deletes a key, or fires early once per drain, or ends a slice; plus, for every day of the pool's
+/// life, a heartbeat and a re-arm of each timer capped at the one-day horizon. More than that means the
+/// engine is spinning on a timer that does nothing.
 fn drain(pool: &mut Pool) -> usize {
     let mut cx = Context::from_waker(Waker::noop());
     let days = (now(pool) / (24 * 3600 * 1000)) as usize;
-    let bound = 3 * pool.stats().keys + 8 + days * (pool.stats().keys + 2);
+    let (keys, waiters) = (pool.stats().keys, pool.stats().waiters);
+    let bound = 3 * keys + waiters + 8 + days * (keys + waiters + 2);
     let mut total = 0;
     while let Poll::Ready(work) = pool.poll_expired(&mut cx) {
         assert!((1..=EXPIRY_BUDGET).contains(&work), "a slice does 1..={EXPIRY_BUDGET} units, not {work}");
