@@ -60,7 +60,6 @@ impl List {
     }
 
     /// Whether the list is empty.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

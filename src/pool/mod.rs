@@ -13,7 +13,8 @@
 //! - the secret table holds what only imported keys need (see `secrets.rs`);
 //! - waiters queue on a list, oldest first, and a freed key goes to the oldest in O(1);
 //! - one `tokio_util::time::DelayQueue` holds every timer: one per lease, per delay and per waiter, one
-//!   per key with its own keep-alive window, plus the keep-alive head's.
+//!   per key with its own keep-alive window, plus the keep-alive head's (and, rarely, one that hands free
+//!   keys to waiters, see [`Timer::ServeWaiters`]).
 //!
 //! Every lease gets a fencing token from a counter that only grows, so a token names one lease for the
 //! pool's whole life: a holder whose lease ended (it timed out, say, and the key was leased again) is
@@ -190,6 +191,9 @@ enum Timer {
     WaitEnds { waiter: u32 },
     /// Nothing to apply: keeps the timer wheel within reach of new deadlines (see [`TIMER_HORIZON`]).
     Heartbeat,
+    /// Requests wait while live keys may be free: a lease's draw gave up on dead keys (see
+    /// [`MAX_DEAD_DRAWS`]) and queued its request. Due at once; the expiry task hands out the free keys.
+    ServeWaiters,
 }
 
 /// One pool of keys. See the module documentation for its shape and invariants.
@@ -204,6 +208,8 @@ pub struct Pool {
     delayed: usize,
     keepalive: List,
     keepalive_timer: Option<delay_queue::Key>,
+    /// Whether a [`Timer::ServeWaiters`] is armed; one is enough.
+    serve_waiters_armed: bool,
     secrets: Secrets,
     waiters: Slab<Waiter>,
     wait_queue: List,
@@ -239,6 +245,7 @@ impl Pool {
             delayed: 0,
             keepalive: List::default(),
             keepalive_timer: None,
+            serve_waiters_armed: false,
             secrets: Secrets::default(),
             waiters: Slab::new(),
             wait_queue: List::default(),
@@ -298,10 +305,11 @@ impl Pool {
             return Err(PoolError::Full);
         }
         let id = self.fresh_id();
+        // Zero first: it means "never", even in a pool whose own window is zero.
         let (alive_until, mode) = match keepalive {
+            Some(Duration::ZERO) => (NEVER, OwnKeepalive::Never),
             None => (now.after(self.config.keepalive_timeout), OwnKeepalive::Pool),
             Some(window) if window == self.config.keepalive_timeout => (now.after(window), OwnKeepalive::Pool),
-            Some(Duration::ZERO) => (NEVER, OwnKeepalive::Never),
             Some(window) => (now.after(window), OwnKeepalive::Window { window, timer: None }),
         };
         let slot = self.insert_key(id, now, alive_until);
@@ -354,7 +362,15 @@ impl Pool {
                 self.stats.get_misses += 1;
                 LeaseOutcome::NotFound
             }
-            None => LeaseOutcome::Waiting(self.enqueue_waiter(terms, now.after(wait), now)),
+            None => {
+                let ticket = self.enqueue_waiter(terms, now.after(wait), now);
+                // A free list that is not empty means the draw gave up on dead keys during a mass expiry:
+                // live keys may be free, and nothing else would hand them to the request now waiting.
+                if !self.free.is_empty() {
+                    self.arm_serve_waiters(now);
+                }
+                LeaseOutcome::Waiting(ticket)
+            }
         }
     }
 
@@ -597,6 +613,10 @@ impl Pool {
                 Timer::Heartbeat => {
                     self.arm(Timer::Heartbeat, fired.after(TIMER_HORIZON), fired);
                 }
+                Timer::ServeWaiters => {
+                    self.serve_waiters_armed = false;
+                    work += self.serve_waiters_from_free_list(EXPIRY_BUDGET - work.min(EXPIRY_BUDGET));
+                }
             }
         }
         if work > 0 {
@@ -773,9 +793,15 @@ impl Pool {
         }
     }
 
-    /// Ends a wait that ran out; the caller took it off the queue.
+    /// Ends a wait that ran out; the caller took it off the queue. Its timer is cancelled unless it is the
+    /// one that fired (the caller has then cleared it): a key freed after the wait's deadline but before
+    /// the timer fired ends the wait early, and the timer must not fire later for a waiter that is gone,
+    /// or whose slot a new waiter has taken.
     fn end_wait(&mut self, waiter: u32) {
         let waiter = &mut self.waiters[waiter as usize];
+        if let Some(timer) = waiter.timer.take() {
+            self.timers.remove(&timer);
+        }
         waiter.state = WaitState::TimedOut;
         self.stats.waits_timed_out += 1;
         self.stats.get_misses += 1;
@@ -941,6 +967,44 @@ impl Pool {
         expired
     }
 
+    /// Arms a [`Timer::ServeWaiters`], due at once, unless one is armed already.
+    fn arm_serve_waiters(&mut self, now: Millis) {
+        if !self.serve_waiters_armed {
+            self.serve_waiters_armed = true;
+            self.arm(Timer::ServeWaiters, now, now);
+        }
+    }
+
+    /// Hands free keys to waiters, oldest waiter first, until no one waits, no key is free, or `budget`
+    /// units of work (a key handed out, or a dead one deleted) are done; re-arms itself if waiters and free
+    /// keys are both left. Returns the work done.
+    ///
+    /// Keys come from the end of the free list rather than from a random draw: which key a waiter gets
+    /// was never random (a freed key goes to whoever has waited longest), and the end needs no draw, so
+    /// every step is one unit of work.
+    fn serve_waiters_from_free_list(&mut self, budget: usize) -> usize {
+        let now = self.clock.now();
+        let mut work = 0;
+        while work < budget && !self.wait_queue.is_empty() {
+            let Some(last) = self.free.len().checked_sub(1) else {
+                break;
+            };
+            let slot = self.free.get(last as u32).expect("the free list's last position");
+            if self.keys[slot as usize].alive_until <= now {
+                self.expire_key(slot);
+            } else {
+                let taken = self.take_from_free_list(last as u32);
+                // To the oldest live waiter, or back onto the free list if every wait has run out.
+                self.make_free(taken, now);
+            }
+            work += 1;
+        }
+        if !self.wait_queue.is_empty() && !self.free.is_empty() {
+            self.arm_serve_waiters(now);
+        }
+        work
+    }
+
     /// Arms the keep-alive timer for the head's deadline, unless it is already armed (then it is armed
     /// no later than the head's deadline, which is all the invariant asks) or the list is empty.
     fn arm_keepalive_timer_if_idle(&mut self, base: Millis) {
@@ -971,8 +1035,8 @@ impl Pool {
                 Place::Free { position } => {
                     assert_eq!(self.free.get(position), Some(slot));
                     assert!(
-                        self.wait_queue.is_empty() || record.alive_until <= now,
-                        "no live key is free while requests wait"
+                        self.wait_queue.is_empty() || record.alive_until <= now || self.serve_waiters_armed,
+                        "no live key is free while requests wait, unless the expiry task is about to serve them"
                     );
                 }
                 Place::Blocked { lease } => {
