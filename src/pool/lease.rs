@@ -15,8 +15,22 @@ use super::list::{Linked, Links};
 use super::record::Slot;
 
 /// A connection's list of the leases it holds, for release on close (see [`super::Pool::open_holder`]).
+///
+/// The slab index of the list plus the serial number it was opened with: a holder id outliving its
+/// holder (a wait granted after its connection closed, say) must not file leases under whichever
+/// connection's list reuses the index.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct HolderId(pub(super) u32);
+pub struct HolderId {
+    pub(super) index: u32,
+    pub(super) serial: u64,
+}
+
+/// One holder's list of leases.
+#[derive(Debug, Default)]
+pub(super) struct Holder {
+    pub serial: u64,
+    pub leases: super::list::List,
+}
 
 /// How a key is to be leased.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]

@@ -63,7 +63,7 @@ pub use waiters::{Grant, WaitTicket};
 
 use free_list::FreeList;
 use index::IdIndex;
-use lease::Lease;
+use lease::{Holder, Lease};
 use list::{Links, List, NIL};
 use record::{KeyRecord, Place, Slot, NO_SECRET};
 use secrets::{OwnKeepalive, SecretEntry, Secrets};
@@ -213,7 +213,9 @@ pub struct Pool {
     secrets: Secrets,
     waiters: Slab<Waiter>,
     wait_queue: List,
-    holders: Slab<List>,
+    holders: Slab<Holder>,
+    /// The serial number of the next holder opened.
+    next_holder_serial: u64,
     timers: DelayQueue<Timer>,
     ids: KeyIdGenerator,
     chooser: SmallRng,
@@ -250,6 +252,7 @@ impl Pool {
             waiters: Slab::new(),
             wait_queue: List::default(),
             holders: Slab::new(),
+            next_holder_serial: 0,
             timers,
             ids,
             chooser: rand::make_rng(),
@@ -549,15 +552,22 @@ impl Pool {
     /// Starts a list of leases to release together: a connection that asked to release its keys when it
     /// closes passes this holder in its [`LeaseTerms`].
     pub fn open_holder(&mut self) -> HolderId {
-        HolderId(self.holders.insert(List::default()) as u32)
+        let serial = self.next_holder_serial;
+        self.next_holder_serial += 1;
+        let index = self.holders.insert(Holder { serial, leases: List::default() }) as u32;
+        HolderId { index, serial }
     }
 
     /// Releases every lease still on `holder`'s list, as REL would, and forgets the holder. Returns how
     /// many it released. O(leases on the list). Cancel the holder's waits first: a wait served after its
-    /// holder closed would hold its key until the block window ends.
+    /// holder closed holds its key until the block window ends (it is on no holder's list). Closing a
+    /// holder twice does nothing the second time.
     pub fn close_holder(&mut self, holder: HolderId) -> usize {
         let now = self.clock.now();
-        let mut list = self.holders.remove(holder.0 as usize);
+        if !self.holders.get(holder.index as usize).is_some_and(|open| open.serial == holder.serial) {
+            return 0;
+        }
+        let mut list = self.holders.remove(holder.index as usize).leases;
         let mut released = 0;
         while let Some(lease) = list.pop_front(&mut self.leases) {
             self.leases[lease as usize].holder = NIL;
@@ -725,10 +735,11 @@ impl Pool {
         let lease = self.leases.vacant_key() as u32;
         let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
         self.leases.insert(Lease { slot, until, timer, token, holder: NIL, links: Links::UNLINKED });
-        if let Some(HolderId(holder)) = terms.holder {
-            if let Some(list) = self.holders.get_mut(holder as usize) {
-                self.leases[lease as usize].holder = holder;
-                list.push_back(&mut self.leases, lease);
+        if let Some(HolderId { index, serial }) = terms.holder {
+            // A holder that has closed meanwhile takes no more leases.
+            if let Some(holder) = self.holders.get_mut(index as usize).filter(|open| open.serial == serial) {
+                self.leases[lease as usize].holder = index;
+                holder.leases.push_back(&mut self.leases, lease);
             }
         }
         let record = &mut self.keys[slot as usize];
@@ -931,7 +942,7 @@ impl Pool {
     fn unlink_from_holder(&mut self, lease: u32) {
         let holder = self.leases[lease as usize].holder;
         if holder != NIL {
-            self.holders[holder as usize].unlink(&mut self.leases, lease);
+            self.holders[holder as usize].leases.unlink(&mut self.leases, lease);
             self.leases[lease as usize].holder = NIL;
         }
     }
@@ -1088,7 +1099,7 @@ impl Pool {
             let head_deadline = self.clock.instant(self.keys[head as usize].alive_until);
             assert!(self.timers.deadline(timer) <= head_deadline, "the timer is armed no later than the head");
         }
-        for (holder, list) in &self.holders {
+        for (holder, Holder { leases: list, .. }) in &self.holders {
             let mut cursor = list.head();
             let mut count = 0;
             while let Some(lease) = cursor {

@@ -604,6 +604,23 @@ fn a_granted_wait_is_leased_on_the_waiters_terms() {
     });
 }
 
+#[test]
+fn a_closed_holders_id_files_nothing_under_the_holder_that_reuses_its_slot() {
+    paused(async {
+        let mut pool = pool();
+        let closed = open_holder(&mut pool);
+        assert_eq!(close_holder(&mut pool, closed), 0);
+        let reopened = open_holder(&mut pool);
+        generate(&mut pool, 2);
+        let (stray, _) = lease_on(&mut pool, terms(None, Some(closed)));
+        let (own, _) = lease_on(&mut pool, terms(None, Some(reopened)));
+        assert_eq!(close_holder(&mut pool, closed), 0, "closing twice does nothing");
+        assert_eq!(close_holder(&mut pool, reopened), 1, "only its own lease");
+        assert_eq!(state(&mut pool, &own), Some(KeyState::Free));
+        assert_eq!(state(&mut pool, &stray), Some(KeyState::Blocked), "a stray lease waits out its window");
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Waits that end without a key
 
