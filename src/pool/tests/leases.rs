@@ -612,8 +612,8 @@ fn a_closed_holders_id_files_nothing_under_the_holder_that_reuses_its_slot() {
         assert_eq!(close_holder(&mut pool, closed), 0);
         let reopened = open_holder(&mut pool);
         generate(&mut pool, 2);
-        let (stray, _) = lease_on(&mut pool, terms(None, Some(closed)));
-        let (own, _) = lease_on(&mut pool, terms(None, Some(reopened)));
+        let (stray, _, _) = lease_on(&mut pool, terms(None, Some(closed)));
+        let (own, _, _) = lease_on(&mut pool, terms(None, Some(reopened)));
         assert_eq!(close_holder(&mut pool, closed), 0, "closing twice does nothing");
         assert_eq!(close_holder(&mut pool, reopened), 1, "only its own lease");
         assert_eq!(state(&mut pool, &own), Some(KeyState::Free));
