@@ -1,9 +1,15 @@
 //! The lease table's entries, and the terms a lease is made on.
 //!
 //! An entry exists for every key that is not free: a leased key's entry carries its block deadline,
-//! its timer, its fencing token and, for a connection that asked to release on close, its place on that
-//! connection's list. A key released with a delay keeps its entry (the same deadline and timer now mean
-//! "free at"), but its lease is over: it has no holder and its token no longer matches anything.
+//! what times it, its fencing token and, for a connection that asked to release on close, its place on
+//! that connection's list. A key released with a delay keeps its entry (the same deadline now means "free
+//! at"), but its lease is over: it has no holder and its token no longer matches anything.
+//!
+//! Most leases use the pool's block window, and those sit on the pool's block list, which is sorted by
+//! deadline for the same reason the keep-alive list is (one window, and time only moves forward), with a
+//! single timer for its head. Only leases with a window of their own (`LEASE <wait> <block>`, `TOUCH` with
+//! a duration) and delays get a timer each. That keeps the timer wheel, whose insert and remove cost more
+//! than the rest of a GET and REL together, off the common path.
 
 use std::time::Duration;
 
@@ -29,7 +35,7 @@ pub struct HolderId {
 #[derive(Debug, Default)]
 pub(super) struct Holder {
     pub serial: u64,
-    pub leases: super::list::List,
+    pub leases: super::list::List<ByHolder>,
 }
 
 /// How a key is to be leased.
@@ -50,22 +56,50 @@ pub struct Leased<'a> {
     pub secret: Option<&'a [u8]>,
 }
 
+/// What makes a lease (or delay) end on time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Timing {
+    /// It is on the pool's block list.
+    BlockList,
+    /// Its own timer in the wheel.
+    Timer(delay_queue::Key),
+    /// Nothing: its timer just fired, or it is being re-timed.
+    Untimed,
+}
+
+/// Tag of the links that put a lease on its holder's list.
+#[derive(Debug)]
+pub(super) enum ByHolder {}
+
+/// Tag of the links that put a lease on the pool's block list.
+#[derive(Debug)]
+pub(super) enum ByDeadline {}
+
 /// One entry of the lease table.
 #[derive(Debug)]
 pub(super) struct Lease {
     pub slot: Slot,
     /// When the block window ends (or, for a delayed key, when it becomes free).
     pub until: Millis,
-    pub timer: delay_queue::Key,
+    pub timing: Timing,
     /// Unique and increasing over the pool's life; see [`super::Pool::lease`].
     pub token: u64,
     /// The holder whose list this lease is on, or `list::NIL`.
     pub holder: u32,
+    /// Links on the holder's list.
     pub links: Links,
+    /// Links on the pool's block list.
+    pub block_links: Links,
 }
 
-impl Linked for Lease {
+impl Linked<ByHolder> for Lease {
     fn links(&mut self) -> &mut Links {
         &mut self.links
+    }
+}
+
+impl Linked<ByDeadline> for Lease {
+    fn links(&mut self) -> &mut Links {
+        &mut self.block_links
     }
 }

@@ -11,7 +11,10 @@
 //! - the leases each release-on-close connection holds, so closing it releases exactly those.
 //!
 //! A list stores only its ends and length; the links live inside the entries, which is why every
-//! operation takes the slab.
+//! operation takes the slab. An entry that sits on two kinds of list at once (a lease is on its holder's
+//! list and on the pool's block list) carries one set of links per kind, told apart by a tag type.
+
+use std::marker::PhantomData;
 
 use slab::Slab;
 
@@ -29,26 +32,27 @@ impl Links {
     pub const UNLINKED: Links = Links { prev: NIL, next: NIL };
 }
 
-/// An entry that carries links for one list.
-pub trait Linked {
+/// An entry that carries links for one kind of list, named by `Tag`.
+pub trait Linked<Tag = ()> {
     fn links(&mut self) -> &mut Links;
 }
 
 /// Head, tail and length of a list; the links themselves are in the entries.
 #[derive(Debug)]
-pub struct List {
+pub struct List<Tag = ()> {
     head: u32,
     tail: u32,
     len: usize,
+    tag: PhantomData<fn() -> Tag>,
 }
 
-impl Default for List {
+impl<Tag> Default for List<Tag> {
     fn default() -> Self {
-        List { head: NIL, tail: NIL, len: 0 }
+        List { head: NIL, tail: NIL, len: 0, tag: PhantomData }
     }
 }
 
-impl List {
+impl<Tag> List<Tag> {
     /// The oldest entry, if any.
     pub fn head(&self) -> Option<u32> {
         (self.head != NIL).then_some(self.head)
@@ -65,7 +69,7 @@ impl List {
     }
 
     /// Appends `at`, which must not be on any list of this kind.
-    pub fn push_back<T: Linked>(&mut self, entries: &mut Slab<T>, at: u32) {
+    pub fn push_back<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
         debug_assert_eq!(*entries[at as usize].links(), Links::UNLINKED);
         *entries[at as usize].links() = Links { prev: self.tail, next: NIL };
         match self.tail {
@@ -77,7 +81,7 @@ impl List {
     }
 
     /// Takes `at`, which must be on this list, off it.
-    pub fn unlink<T: Linked>(&mut self, entries: &mut Slab<T>, at: u32) {
+    pub fn unlink<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
         let Links { prev, next } = *entries[at as usize].links();
         match prev {
             NIL => self.head = next,
@@ -92,14 +96,14 @@ impl List {
     }
 
     /// Takes the oldest entry off the list and returns it.
-    pub fn pop_front<T: Linked>(&mut self, entries: &mut Slab<T>) -> Option<u32> {
+    pub fn pop_front<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>) -> Option<u32> {
         let head = self.head()?;
         self.unlink(entries, head);
         Some(head)
     }
 
     /// Moves `at`, which must be on this list, to the tail.
-    pub fn move_to_back<T: Linked>(&mut self, entries: &mut Slab<T>, at: u32) {
+    pub fn move_to_back<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
         if self.tail != at {
             self.unlink(entries, at);
             self.push_back(entries, at);

@@ -63,7 +63,7 @@ pub use waiters::{Grant, WaitTicket};
 
 use free_list::FreeList;
 use index::IdIndex;
-use lease::{Holder, Lease};
+use lease::{ByDeadline, Holder, Lease, Timing};
 use list::{Links, List, NIL};
 use record::{KeyRecord, Place, Slot, NO_SECRET};
 use secrets::{OwnKeepalive, SecretEntry, Secrets};
@@ -181,8 +181,11 @@ pub struct PoolStats {
 /// What a timer in the wheel stands for.
 #[derive(Debug)]
 enum Timer {
-    /// This lease's block window has passed, or, if its key is delayed, its delay.
+    /// This lease's block window has passed, or, if its key is delayed, its delay. Only leases with a
+    /// window of their own, and delays, have a timer of their own.
     LeaseEnds { lease: u32 },
+    /// The block list's head may have ended.
+    BlockHead,
     /// The keep-alive list's head may have expired.
     KeepaliveHead,
     /// The key in this slot, which has a keep-alive window of its own, may have expired.
@@ -208,6 +211,10 @@ pub struct Pool {
     delayed: usize,
     keepalive: List,
     keepalive_timer: Option<delay_queue::Key>,
+    /// Leases with the pool's block window, by deadline; see `lease.rs`.
+    block_list: List<ByDeadline>,
+    /// The block list's head timer: while the list is not empty, armed no later than the head's deadline.
+    block_timer: Option<delay_queue::Key>,
     /// Whether a [`Timer::ServeWaiters`] is armed; one is enough.
     serve_waiters_armed: bool,
     secrets: Secrets,
@@ -247,6 +254,8 @@ impl Pool {
             delayed: 0,
             keepalive: List::default(),
             keepalive_timer: None,
+            block_list: List::default(),
+            block_timer: None,
             serve_waiters_armed: false,
             secrets: Secrets::default(),
             waiters: Slab::new(),
@@ -419,8 +428,7 @@ impl Pool {
                 if self.leases[lease as usize].token == grant.token {
                     let record = &mut self.keys[slot as usize];
                     record.leases = record.leases.saturating_sub(1);
-                    let timer = self.end_hold(lease, now);
-                    self.timers.remove(&timer);
+                    self.end_hold(lease, now);
                 }
             }
         }
@@ -443,15 +451,15 @@ impl Pool {
             Err(answer) => return answer,
         };
         if delay.is_zero() {
-            let timer = self.end_hold(lease, now);
-            self.timers.remove(&timer);
+            self.end_hold(lease, now);
         } else {
             self.unlink_from_holder(lease);
+            self.untime(lease);
             let until = now.after(delay);
+            let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
             let entry = &mut self.leases[lease as usize];
             entry.until = until;
-            let timer = entry.timer;
-            self.timers.reset_at(&timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
+            entry.timing = Timing::Timer(timer);
             self.keys[slot as usize].place = Place::Delayed { lease };
             self.delayed += 1;
         }
@@ -470,11 +478,8 @@ impl Pool {
             Ok(lease) => lease,
             Err(answer) => return answer,
         };
-        let until = now.after(block.unwrap_or(self.config.block_timeout));
-        let entry = &mut self.leases[lease as usize];
-        entry.until = until;
-        let timer = entry.timer;
-        self.timers.reset_at(&timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
+        self.untime(lease);
+        self.time_lease(lease, block, now);
         Release::Released
     }
 
@@ -576,8 +581,7 @@ impl Pool {
             if self.leases[lease as usize].until <= now || self.keys[slot as usize].alive_until <= now {
                 continue;
             }
-            let timer = self.end_hold(lease, now);
-            self.timers.remove(&timer);
+            self.end_hold(lease, now);
             released += 1;
         }
         self.stats.released_by_close += released as u64;
@@ -613,6 +617,11 @@ impl Pool {
             let fired = self.clock.millis_at(expired.deadline());
             match expired.into_inner() {
                 Timer::LeaseEnds { lease } => self.on_lease_timer(lease, fired),
+                Timer::BlockHead => {
+                    self.block_timer = None;
+                    work += self.expire_block_heads(EXPIRY_BUDGET - work.min(EXPIRY_BUDGET));
+                    self.arm_block_timer_if_idle(fired);
+                }
                 Timer::KeepaliveHead => {
                     self.keepalive_timer = None;
                     work += self.expire_keepalive_heads(EXPIRY_BUDGET - work.min(EXPIRY_BUDGET));
@@ -647,14 +656,8 @@ impl Pool {
         }
         match self.keys[slot as usize].place {
             Place::Free { .. } => {}
-            Place::Blocked { lease } if self.leases[lease as usize].until <= now => {
-                let timer = self.time_out_lease(lease, now);
-                self.timers.remove(&timer);
-            }
-            Place::Delayed { lease } if self.leases[lease as usize].until <= now => {
-                let timer = self.end_hold(lease, now);
-                self.timers.remove(&timer);
-            }
+            Place::Blocked { lease } if self.leases[lease as usize].until <= now => self.time_out_lease(lease, now),
+            Place::Delayed { lease } if self.leases[lease as usize].until <= now => self.end_hold(lease, now),
             Place::Blocked { .. } | Place::Delayed { .. } => {}
         }
         Some(slot)
@@ -729,12 +732,18 @@ impl Pool {
     /// Leases the key in `slot`, which the caller took off the free list (or never put there), on
     /// `terms`. Returns the lease's token.
     fn start_lease(&mut self, slot: Slot, terms: LeaseTerms, now: Millis) -> u64 {
-        let until = now.after(terms.block.unwrap_or(self.config.block_timeout));
         let token = self.next_token;
         self.next_token += 1;
-        let lease = self.leases.vacant_key() as u32;
-        let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
-        self.leases.insert(Lease { slot, until, timer, token, holder: NIL, links: Links::UNLINKED });
+        let lease = self.leases.insert(Lease {
+            slot,
+            until: now,
+            timing: Timing::Untimed,
+            token,
+            holder: NIL,
+            links: Links::UNLINKED,
+            block_links: Links::UNLINKED,
+        }) as u32;
+        self.time_lease(lease, terms.block, now);
         if let Some(HolderId { index, serial }) = terms.holder {
             // A holder that has closed meanwhile takes no more leases.
             if let Some(holder) = self.holders.get_mut(index as usize).filter(|open| open.serial == serial) {
@@ -841,8 +850,8 @@ impl Pool {
                 debug_assert_eq!(taken, slot);
             }
             Place::Blocked { lease } | Place::Delayed { lease } => {
-                let lease = self.drop_lease_entry(lease);
-                self.timers.remove(&lease.timer);
+                self.untime(lease);
+                self.drop_lease_entry(lease);
             }
         }
         let secret = self.keys[slot as usize].secret;
@@ -872,18 +881,17 @@ impl Pool {
     fn on_lease_timer(&mut self, lease: u32, fired: Millis) {
         let until = self.leases[lease as usize].until;
         let now = self.clock.now();
+        self.leases[lease as usize].timing = Timing::Untimed;
         if until > now {
-            self.leases[lease as usize].timer = self.arm(Timer::LeaseEnds { lease }, until, fired);
+            self.leases[lease as usize].timing = Timing::Timer(self.arm(Timer::LeaseEnds { lease }, until, fired));
             return;
         }
         let slot = self.leases[lease as usize].slot;
         match self.keys[slot as usize].place {
-            Place::Delayed { .. } => {
-                self.end_hold(lease, now);
-            }
-            _ => {
-                self.time_out_lease(lease, now);
-            }
+            // As in `expire_block_heads`: a key past its keep-alive too is deleted instead.
+            _ if self.keys[slot as usize].alive_until <= now => self.expire_key(slot),
+            Place::Delayed { .. } => self.end_hold(lease, now),
+            _ => self.time_out_lease(lease, now),
         }
     }
 
@@ -914,18 +922,82 @@ impl Pool {
         self.end_wait(waiter);
     }
 
-    /// Ends a lease whose block window has passed, and counts it. Returns its timer, as [`Self::end_hold`].
-    fn time_out_lease(&mut self, lease: u32, now: Millis) -> delay_queue::Key {
+    /// Ends a lease whose block window has passed, and counts it.
+    fn time_out_lease(&mut self, lease: u32, now: Millis) {
         self.stats.released_by_timeout += 1;
-        self.end_hold(lease, now)
+        self.end_hold(lease, now);
     }
 
-    /// Ends a lease or a delay and frees its key. Returns the entry's timer, which the caller cancels
-    /// unless it is the one that just fired.
-    fn end_hold(&mut self, lease: u32, now: Millis) -> delay_queue::Key {
-        let Lease { slot, timer, .. } = self.drop_lease_entry(lease);
+    /// Ends a lease or a delay, however it is timed, and frees its key.
+    fn end_hold(&mut self, lease: u32, now: Millis) {
+        self.untime(lease);
+        let Lease { slot, .. } = self.drop_lease_entry(lease);
         self.make_free(slot, now);
-        timer
+    }
+
+    /// Sets a lease to end `window` from now (the pool's block window if `None`): on the block list if
+    /// that is the pool's window, else by a timer of its own. The lease must be untimed.
+    fn time_lease(&mut self, lease: u32, window: Option<Duration>, now: Millis) {
+        debug_assert_eq!(self.leases[lease as usize].timing, Timing::Untimed);
+        let window = window.unwrap_or(self.config.block_timeout);
+        let until = now.after(window);
+        self.leases[lease as usize].until = until;
+        if window == self.config.block_timeout {
+            // Every lease on the list has the same window and time only moves forward, so the tail is
+            // its place and the list stays sorted.
+            self.leases[lease as usize].timing = Timing::BlockList;
+            self.block_list.push_back(&mut self.leases, lease);
+            self.arm_block_timer_if_idle(now);
+        } else {
+            let timer = self.arm(Timer::LeaseEnds { lease }, until, now);
+            self.leases[lease as usize].timing = Timing::Timer(timer);
+        }
+    }
+
+    /// Takes a lease off whatever times it: the block list, or its own timer.
+    fn untime(&mut self, lease: u32) {
+        match std::mem::replace(&mut self.leases[lease as usize].timing, Timing::Untimed) {
+            Timing::BlockList => self.block_list.unlink(&mut self.leases, lease),
+            Timing::Timer(timer) => {
+                self.timers.remove(&timer);
+            }
+            Timing::Untimed => {}
+        }
+    }
+
+    /// Times out leases from the head of the block list while their deadline has passed, at most
+    /// `budget` of them. Returns how many.
+    fn expire_block_heads(&mut self, budget: usize) -> usize {
+        let now = self.clock.now();
+        let mut expired = 0;
+        while expired < budget {
+            match self.block_list.head() {
+                Some(head) if self.leases[head as usize].until <= now => {
+                    // A key whose keep-alive has passed too is deleted, counting the block as timed out
+                    // only if it ended first: as if every deadline had been applied in its order.
+                    let slot = self.leases[head as usize].slot;
+                    if self.keys[slot as usize].alive_until <= now {
+                        self.expire_key(slot);
+                    } else {
+                        self.time_out_lease(head, now);
+                    }
+                    expired += 1;
+                }
+                _ => break,
+            }
+        }
+        expired
+    }
+
+    /// Arms the block list's head timer, as [`Self::arm_keepalive_timer_if_idle`] does for keep-alive.
+    fn arm_block_timer_if_idle(&mut self, base: Millis) {
+        if self.block_timer.is_some() {
+            return;
+        }
+        if let Some(head) = self.block_list.head() {
+            let at = self.leases[head as usize].until;
+            self.block_timer = Some(self.arm(Timer::BlockHead, at, base));
+        }
     }
 
     /// Removes an entry of the lease table, taking it off its holder's list and out of the delayed count.
@@ -1098,6 +1170,42 @@ impl Pool {
             let timer = self.keepalive_timer.as_ref().expect("a non-empty list has its timer armed");
             let head_deadline = self.clock.instant(self.keys[head as usize].alive_until);
             assert!(self.timers.deadline(timer) <= head_deadline, "the timer is armed no later than the head");
+        }
+        let mut on_block_list = 0;
+        for (at, lease) in &self.leases {
+            match lease.timing {
+                Timing::BlockList => on_block_list += 1,
+                Timing::Timer(timer) => {
+                    assert!(
+                        self.timers.deadline(&timer) <= self.clock.instant(lease.until),
+                        "lease {at}'s timer is due"
+                    );
+                }
+                Timing::Untimed => panic!("lease {at} is not timed"),
+            }
+            if let Place::Delayed { .. } = self.keys[lease.slot as usize].place {
+                assert!(matches!(lease.timing, Timing::Timer(_)), "a delay has its own timer");
+            }
+        }
+        let mut walked = 0;
+        let mut previous: Option<u32> = None;
+        let mut cursor = self.block_list.head();
+        while let Some(at) = cursor {
+            let lease = &self.leases[at as usize];
+            assert_eq!(lease.timing, Timing::BlockList);
+            assert_eq!(lease.block_links.prev, previous.unwrap_or(NIL));
+            if let Some(previous) = previous {
+                assert!(self.leases[previous as usize].until <= lease.until, "block list sorted");
+            }
+            walked += 1;
+            previous = Some(at);
+            cursor = (lease.block_links.next != NIL).then_some(lease.block_links.next);
+        }
+        assert_eq!(walked, on_block_list, "every lease timed by the block list is on it once");
+        if let Some(head) = self.block_list.head() {
+            let timer = self.block_timer.as_ref().expect("a non-empty block list has its timer armed");
+            let head_deadline = self.clock.instant(self.leases[head as usize].until);
+            assert!(self.timers.deadline(timer) <= head_deadline, "the block timer is armed no later than the head");
         }
         for (holder, Holder { leases: list, .. }) in &self.holders {
             let mut cursor = list.head();

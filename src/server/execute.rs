@@ -46,7 +46,7 @@ pub fn execute(
         Request::Get(args) => return lease(args, LeaseReply::Key, locked, shared, session, out),
         Request::Lease(args) => return lease(args, LeaseReply::Leased, locked, shared, session, out),
         Request::Rel { id, token, delay } => {
-            if let Err(message) = within("delay", delay, Duration::ZERO, config.max_block) {
+            if let Err(message) = delay.map_or(Ok(()), |_| within("delay", delay, Duration::ZERO, config.max_block)) {
                 reply::client_error(out, &message);
             } else {
                 let released = pool.release_with(&id, token, delay.unwrap_or_default());
@@ -100,12 +100,15 @@ fn lease(
     session: &mut Session<'_>,
     out: &mut BytesMut,
 ) -> Executed {
-    let config = &shared.config;
-    let checked = within("wait", args.wait, Duration::ZERO, config.max_wait)
-        .and_then(|()| within("block", args.block, Duration::from_millis(1), config.max_block));
-    if let Err(message) = checked {
-        reply::client_error(out, &message);
-        return Executed::Answered;
+    // Plain GET, the hot path, has nothing to check.
+    if args.wait.is_some() || args.block.is_some() {
+        let config = &shared.config;
+        let checked = within("wait", args.wait, Duration::ZERO, config.max_wait)
+            .and_then(|()| within("block", args.block, Duration::from_millis(1), config.max_block));
+        if let Err(message) = checked {
+            reply::client_error(out, &message);
+            return Executed::Answered;
+        }
     }
     let terms = LeaseTerms { block: args.block, holder: session.holder };
     match locked.pool.lease(terms, args.wait.unwrap_or_default()) {
