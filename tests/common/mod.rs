@@ -65,6 +65,14 @@ pub async fn stop(handle: Handle) {
     within("the server to stop", handle.stop()).await;
 }
 
+/// Hangs up `clients`, then stops the server. A client still connected when the server stops is given
+/// half a second to close its end (the server drains it so its last replies are not lost to a reset), so
+/// closing them first keeps a test from paying that for each.
+pub async fn close_and_stop(handle: Handle, clients: impl IntoIterator<Item = Client>) {
+    drop(clients.into_iter().collect::<Vec<_>>());
+    stop(handle).await;
+}
+
 /// Milliseconds since the Unix epoch, by the system clock.
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_millis() as u64
@@ -299,6 +307,82 @@ impl Client {
         let value = stats.get(name).unwrap_or_else(|| panic!("STATS has no {name}"));
         value.parse().unwrap_or_else(|_| panic!("STAT {name} {value:?} is not a number"))
     }
+
+    /// Polls `STATS` every few milliseconds until the figure `name` is `want`; fails the test if it is
+    /// not within [`IO_TIMEOUT`]. For state another connection changes (a wait queued, a close noticed).
+    pub async fn wait_for_stat(&mut self, name: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let got = self.stat(name).await;
+            if got == want {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "STAT {name} is still {got}, not {want}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// `LEASE` followed by `args` (`""`, `"2s"`, `"0ms 500ms"`): the lease, or `None` on `NOT_FOUND`.
+    pub async fn lease(&mut self, args: &str) -> Option<Leased> {
+        let reply = self.cmd(format!("LEASE {args}").trim_end()).await;
+        if reply == "NOT_FOUND" {
+            None
+        } else {
+            Some(leased_of(&reply))
+        }
+    }
+
+    /// `ADD` followed by `args` (a secret, then maybe a keep-alive), expecting a new key: its id.
+    pub async fn add(&mut self, args: &str) -> String {
+        key_of(&self.cmd(&format!("ADD {args}")).await)
+    }
+
+    /// The raw lines `INFO id` answers, up to (not including) `END`; `["NOT_FOUND"]` for no such key.
+    pub async fn info_lines(&mut self, id: &str) -> Vec<String> {
+        self.send_line(&format!("INFO {id}")).await;
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line == "END" || line == "NOT_FOUND" {
+                if line == "NOT_FOUND" {
+                    lines.push(line);
+                }
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+}
+
+/// A `LEASED <id> <token>[ <secret>]` reply, taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leased {
+    pub id: String,
+    pub token: u64,
+    pub secret: Option<String>,
+}
+
+/// The parts of a `LEASED <id> <token>[ <secret>]` line; panics on anything else.
+pub fn leased_of(line: &str) -> Leased {
+    let words: Vec<&str> = line.split(' ').collect();
+    let (["LEASED", id, token] | ["LEASED", id, token, _]) = words[..] else {
+        panic!("expected `LEASED <id> <token>[ <secret>]`, got {line:?}");
+    };
+    assert_id(id);
+    assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()), "malformed token in {line:?}");
+    let token = token.parse().unwrap_or_else(|_| panic!("token in {line:?} does not fit a u64"));
+    Leased { id: id.to_string(), token, secret: words.get(3).map(|secret| secret.to_string()) }
+}
+
+/// The id and secret of a `KEY <id> <secret>` line (a lease of a key with a secret); panics on anything
+/// else, a plain `KEY <id>` included.
+pub fn key_and_secret_of(line: &str) -> (String, String) {
+    let words: Vec<&str> = line.split(' ').collect();
+    let ["KEY", id, secret] = words[..] else {
+        panic!("expected `KEY <id> <secret>`, got {line:?}");
+    };
+    assert_id(id);
+    (id.to_string(), secret.to_string())
 }
 
 /// `STAT <name> <value>` lines as ordered pairs; fails the test on any other shape.
