@@ -104,7 +104,6 @@ async fn without_autorel_a_closed_connection_keeps_its_keys_blocked() {
 /// The keys of a QUIT are released as the server ends the connection, not when the client gets round to
 /// closing its end.
 #[tokio::test]
-#[ignore = "bug: after QUIT the AUTOREL release waits for the client to close, up to the 500ms drain"]
 async fn quit_releases_at_once_even_while_the_client_keeps_its_socket_open() {
     let server = start(config()).await;
     let mut c = Client::connect(server.addr()).await;

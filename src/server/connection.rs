@@ -91,25 +91,25 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
         match progress {
             Progress::NeedInput => {}
             Progress::OutputFull => continue,
-            Progress::Quit | Progress::LineTooLong => return drain_and_close(socket).await,
+            Progress::Quit | Progress::LineTooLong => return close(socket, session).await,
             Progress::Waiting => {
                 match wait_for_key(&mut socket, &mut session, &mut input, &mut output, stopped.as_mut()).await? {
                     WaitEnd::Answered => continue,
                     WaitEnd::ClientGone => return Ok(()),
-                    WaitEnd::Stopping => return drain_and_close(socket).await,
+                    WaitEnd::Stopping => return close(socket, session).await,
                 }
             }
         }
         // Checked before reading, not only raced against the read: a client whose next request is always
         // already there would otherwise win every race and keep the daemon from stopping.
         if stop.is_cancelled() {
-            return drain_and_close(socket).await;
+            return close(socket, session).await;
         }
         input.reserve(READ_CHUNK);
         let read = tokio::select! {
             biased;
             read = socket.read_buf(&mut input) => read?,
-            () = &mut stopped => return drain_and_close(socket).await,
+            () = &mut stopped => return close(socket, session).await,
         };
         if read == 0 {
             // The client hung up; a partial last line is dropped unanswered.
@@ -219,6 +219,13 @@ fn line_too_long(output: &mut BytesMut) -> Progress {
 async fn grace_after(stop: &CancellationToken) {
     stop.cancelled().await;
     tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
+/// Closes from the server's side, giving the session's keys back first: an AUTOREL connection's keys are
+/// released the moment it is closed, not after the drain.
+async fn close(socket: TcpStream, session: Session<'_>) -> io::Result<()> {
+    drop(session);
+    drain_and_close(socket).await
 }
 
 /// Closes from the server's side: sends FIN, then reads and discards what the client still sends for a
