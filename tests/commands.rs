@@ -248,7 +248,7 @@ async fn missing_extra_and_malformed_arguments_get_client_error() {
     requests.push((format!("PING {id} extra"), None));
     requests.extend(bad_ids.iter().map(|bad| (format!("PING {bad}"), Some(MALFORMED))));
     requests.push(("GET now".to_string(), Some("CLIENT_ERROR too many arguments for GET")));
-    for extra in ["STATS items", "VERSION 2", "QUIT now"] {
+    for extra in ["STATS items slabs", "STATS no/such", "VERSION 2", "QUIT now"] {
         requests.push((extra.to_string(), None));
     }
     for (request, exact) in &requests {
@@ -437,7 +437,7 @@ async fn stats_counters_move_with_every_command() {
     c.cmd("VERSION").await; // cmd_version +1
     c.cmd("VERSION").await; // cmd_version +1
                             // Only well-formed requests count (protocol.md): none of these moves a counter.
-    for malformed in ["GET now", "GEN 0", "REL", "DEL short", "PING x y", "INFO", "STATS x", "VERSION x", "QUIT x"] {
+    for malformed in ["GET now", "GEN 0", "REL", "DEL short", "PING x y", "INFO", "STATS x y", "VERSION x", "QUIT x"] {
         assert!(c.cmd(malformed).await.starts_with("CLIENT_ERROR "), "{malformed}");
     }
     assert!(c.cmd("NOSUCH").await.starts_with("ERROR "));

@@ -34,6 +34,11 @@ struct Flags {
     #[arg(long, env = "KEYPOOL_MAX_KEYS", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=MAX_POOL_KEYS as u64))]
     max_keys: u64,
 
+    /// The most pools at once; a GEN or ADD that would create one more gets `SERVER_ERROR too many pools`.
+    /// Each pool may hold up to --max-keys keys.
+    #[arg(long, env = "KEYPOOL_MAX_POOLS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_pools: u64,
+
     /// The most clients served at once; more are told `SERVER_ERROR too many connections` and closed.
     #[arg(long, env = "KEYPOOL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
@@ -96,6 +101,7 @@ fn main() -> Result<()> {
         },
         max_connections: flags.max_connections as usize,
         max_line,
+        max_pools: flags.max_pools as usize,
         max_wait: flags.max_wait,
         max_block: flags.max_block,
         max_secret: flags.max_secret.map_or(DEFAULT_MAX_SECRET.min(max_line - ADD_OVERHEAD), |n| n as usize),
@@ -126,6 +132,7 @@ fn main() -> Result<()> {
             block_timeout = %duration::format(config.pool.block_timeout),
             keepalive_timeout = %duration::format(config.pool.keepalive_timeout),
             max_keys = config.pool.max_keys,
+            max_pools = config.max_pools,
             max_connections = config.max_connections,
             max_line = config.max_line,
             max_wait = %duration::format(config.max_wait),

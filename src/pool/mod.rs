@@ -44,9 +44,12 @@ mod key_id;
 mod lease;
 mod list;
 mod record;
+mod registry;
 mod secrets;
 mod waiters;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -59,6 +62,7 @@ pub use clock::{Clock, Millis};
 pub use key_id::{KeyId, KeyIdGenerator, KEY_ID_LEN};
 pub use lease::{HolderId, LeaseTerms, Leased};
 pub use record::{KeyInfo, KeyState};
+pub use registry::{valid_pool_name, PoolRef, Pools, PoolsError, DEFAULT_POOL, MAX_POOL_NAME};
 pub use waiters::{Grant, WaitTicket};
 
 use free_list::FreeList;
@@ -178,6 +182,42 @@ pub struct PoolStats {
     pub expired_keepalive: u64,
 }
 
+impl PoolStats {
+    /// Adds `other`'s figures to these, for totals over several pools.
+    pub fn add(&mut self, other: &PoolStats) {
+        let PoolStats {
+            keys,
+            keys_free,
+            keys_blocked,
+            keys_delayed,
+            waiters,
+            keys_generated,
+            keys_added,
+            get_hits,
+            get_misses,
+            waits_served,
+            waits_timed_out,
+            released_by_timeout,
+            released_by_close,
+            expired_keepalive,
+        } = *other;
+        self.keys += keys;
+        self.keys_free += keys_free;
+        self.keys_blocked += keys_blocked;
+        self.keys_delayed += keys_delayed;
+        self.waiters += waiters;
+        self.keys_generated += keys_generated;
+        self.keys_added += keys_added;
+        self.get_hits += get_hits;
+        self.get_misses += get_misses;
+        self.waits_served += waits_served;
+        self.waits_timed_out += waits_timed_out;
+        self.released_by_timeout += released_by_timeout;
+        self.released_by_close += released_by_close;
+        self.expired_keepalive += expired_keepalive;
+    }
+}
+
 /// What a timer in the wheel stands for.
 #[derive(Debug)]
 enum Timer {
@@ -226,8 +266,32 @@ pub struct Pool {
     timers: DelayQueue<Timer>,
     ids: KeyIdGenerator,
     chooser: SmallRng,
-    next_token: u64,
+    tokens: TokenCounter,
     stats: PoolStats,
+}
+
+/// Where fencing tokens come from. Pools of one daemon share one counter, so that a token is larger
+/// than every token the daemon handed out before it, whichever pool it came from.
+#[derive(Clone, Debug)]
+pub struct TokenCounter(Arc<AtomicU64>);
+
+impl Default for TokenCounter {
+    fn default() -> Self {
+        TokenCounter(Arc::new(AtomicU64::new(1)))
+    }
+}
+
+impl TokenCounter {
+    /// The next token. Every caller holds the daemon's lock, so `Relaxed` is enough: the lock orders them.
+    fn take(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The token the next lease will get.
+    #[cfg(test)]
+    fn peek(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Pool {
@@ -239,7 +303,12 @@ impl Pool {
     }
 
     /// An empty pool drawing ids from `ids` (tests use a seeded generator).
-    pub fn with_id_generator(mut config: PoolConfig, ids: KeyIdGenerator) -> Pool {
+    pub fn with_id_generator(config: PoolConfig, ids: KeyIdGenerator) -> Pool {
+        Pool::with_parts(config, ids, TokenCounter::default())
+    }
+
+    /// An empty pool drawing ids from `ids` and fencing tokens from `tokens`.
+    pub fn with_parts(mut config: PoolConfig, ids: KeyIdGenerator, tokens: TokenCounter) -> Pool {
         config.max_keys = config.max_keys.min(MAX_POOL_KEYS);
         let clock = Clock::start();
         let mut timers = DelayQueue::new();
@@ -265,7 +334,7 @@ impl Pool {
             timers,
             ids,
             chooser: rand::make_rng(),
-            next_token: 1,
+            tokens,
             stats: PoolStats::default(),
         }
     }
@@ -588,6 +657,12 @@ impl Pool {
         released
     }
 
+    /// Whether the pool holds nothing anyone could still ask about: no key, and no request waiting or
+    /// with an outcome to collect. Its counters are all that is left, and its owner may drop it.
+    pub fn is_idle(&self) -> bool {
+        self.keys.is_empty() && self.waiters.is_empty()
+    }
+
     /// Counts and totals. O(1).
     pub fn stats(&self) -> PoolStats {
         PoolStats {
@@ -732,8 +807,7 @@ impl Pool {
     /// Leases the key in `slot`, which the caller took off the free list (or never put there), on
     /// `terms`. Returns the lease's token.
     fn start_lease(&mut self, slot: Slot, terms: LeaseTerms, now: Millis) -> u64 {
-        let token = self.next_token;
-        self.next_token += 1;
+        let token = self.tokens.take();
         let lease = self.leases.insert(Lease {
             slot,
             until: now,
@@ -1124,7 +1198,7 @@ impl Pool {
                 }
                 Place::Blocked { lease } => {
                     assert_eq!(self.leases[lease as usize].slot, slot);
-                    assert!(self.leases[lease as usize].token < self.next_token, "tokens come from the counter");
+                    assert!(self.leases[lease as usize].token < self.tokens.peek(), "tokens come from the counter");
                 }
                 Place::Delayed { lease } => {
                     assert_eq!(self.leases[lease as usize].slot, slot);

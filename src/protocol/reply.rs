@@ -51,6 +51,29 @@ fn put_secret(out: &mut BytesMut, secret: Option<&[u8]>) {
     }
 }
 
+/// `USING <pool>`, the answer to USE.
+pub fn using(out: &mut BytesMut, pool: &str) {
+    out.put_slice(b"USING ");
+    out.put_slice(pool.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// `POOL <name> <keys>`, one line of a POOLS listing.
+pub fn pool(out: &mut BytesMut, name: &str, keys: u64) {
+    out.put_slice(b"POOL ");
+    out.put_slice(name.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(keys).as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// `END <cursor>`, closing a POOLS page: where the next page starts, 0 when the listing is complete.
+pub fn end_with_cursor(out: &mut BytesMut, cursor: u64) {
+    out.put_slice(b"END ");
+    out.put_slice(itoa::Buffer::new().format(cursor).as_bytes());
+    out.put_slice(b"\r\n");
+}
+
 /// `END`, closing a list of `KEY` or `STAT` lines.
 pub fn end(out: &mut BytesMut) {
     out.put_slice(b"END\r\n");

@@ -15,7 +15,7 @@ use std::fmt::{self, Write as _};
 use std::iter::Peekable;
 use std::time::Duration;
 
-use crate::pool::{KeyId, MAX_GEN_COUNT};
+use crate::pool::{valid_pool_name, KeyId, MAX_GEN_COUNT};
 use crate::protocol::duration;
 
 /// One parsed request. It borrows the line it was parsed from (only `ADD` actually does, for its secret).
@@ -41,8 +41,12 @@ pub enum Request<'a> {
     Health,
     /// `INFO <id>`: describe a key.
     Info(KeyId),
-    /// `STATS`: describe the daemon.
-    Stats,
+    /// `STATS [pool]`: describe the daemon, or one pool.
+    Stats { pool: Option<&'a str> },
+    /// `USE <pool>`: make `pool` the connection's current pool.
+    Use { pool: &'a str },
+    /// `POOLS [cursor]`: list pools, a page at a time.
+    Pools { cursor: u64 },
     /// `VERSION`.
     Version,
     /// `QUIT`: close the connection.
@@ -149,7 +153,19 @@ impl<'a> Request<'a> {
             args.finish(Request::Autorel)?
         } else if command.eq_ignore_ascii_case(b"STATS") {
             args.command = "STATS";
-            args.finish(Request::Stats)?
+            let pool = args.optional_pool_name()?;
+            args.finish(Request::Stats { pool })?
+        } else if command.eq_ignore_ascii_case(b"USE") {
+            args.command = "USE";
+            let pool = args.optional_pool_name()?.ok_or_else(|| bad("USE needs a pool name"))?;
+            args.finish(Request::Use { pool })?
+        } else if command.eq_ignore_ascii_case(b"POOLS") {
+            args.command = "POOLS";
+            let cursor = match args.tokens.next() {
+                None => 0,
+                Some(token) => parse_decimal(token).ok_or_else(|| bad("malformed cursor"))?,
+            };
+            args.finish(Request::Pools { cursor })?
         } else if command.eq_ignore_ascii_case(b"VERSION") {
             args.command = "VERSION";
             args.finish(Request::Version)?
@@ -175,7 +191,9 @@ impl<'a> Request<'a> {
             Request::Info(_) => Command::Info,
             Request::Add { .. } => Command::Add,
             Request::Autorel => Command::Autorel,
-            Request::Stats => Command::Stats,
+            Request::Stats { .. } => Command::Stats,
+            Request::Use { .. } => Command::Use,
+            Request::Pools { .. } => Command::Pools,
             Request::Version => Command::Version,
             Request::Quit => Command::Quit,
         }
@@ -198,6 +216,8 @@ pub enum Command {
     Info,
     Add,
     Autorel,
+    Use,
+    Pools,
     Stats,
     Version,
     Quit,
@@ -205,7 +225,7 @@ pub enum Command {
 
 impl Command {
     /// Every command, in STATS order.
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 15] = [
         Command::Gen,
         Command::Get,
         Command::Lease,
@@ -216,6 +236,8 @@ impl Command {
         Command::Info,
         Command::Add,
         Command::Autorel,
+        Command::Use,
+        Command::Pools,
         Command::Stats,
         Command::Version,
         Command::Quit,
@@ -234,6 +256,8 @@ impl Command {
             Command::Info => "cmd_info",
             Command::Add => "cmd_add",
             Command::Autorel => "cmd_autorel",
+            Command::Use => "cmd_use",
+            Command::Pools => "cmd_pools",
             Command::Stats => "cmd_stats",
             Command::Version => "cmd_version",
             Command::Quit => "cmd_quit",
@@ -307,6 +331,18 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Args<'a, I> {
 
     fn optional_duration(&mut self, what: &'static str) -> Result<Option<Duration>, RequestError> {
         self.tokens.next().map(|token| duration_arg(token, what)).transpose()
+    }
+
+    /// A pool name, if there is an argument: 1 to 64 of `[A-Za-z0-9_.-]`.
+    fn optional_pool_name(&mut self) -> Result<Option<&'a str>, RequestError> {
+        let Some(token) = self.tokens.next() else {
+            return Ok(None);
+        };
+        if !valid_pool_name(token) {
+            return Err(bad("malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'"));
+        }
+        // Checked ASCII just above, so this cannot fail.
+        std::str::from_utf8(token).map(Some).map_err(|_| bad("malformed pool name"))
     }
 
     /// ADD's secret. Its length limit (`--max-secret`) is the server's to check. Errors never quote it.
@@ -414,7 +450,11 @@ mod tests {
         assert_eq!(parse(&ping), Ok(Some(Request::Ping(id()))));
         assert_eq!(parse(b"PING"), Ok(Some(Request::Health)));
         assert_eq!(parse(&info), Ok(Some(Request::Info(id()))));
-        assert_eq!(parse(b"STATS"), Ok(Some(Request::Stats)));
+        assert_eq!(parse(b"STATS"), Ok(Some(Request::Stats { pool: None })));
+        assert_eq!(parse(b"STATS team-a.prod_1"), Ok(Some(Request::Stats { pool: Some("team-a.prod_1") })));
+        assert_eq!(parse(b"USE billing"), Ok(Some(Request::Use { pool: "billing" })));
+        assert_eq!(parse(b"POOLS"), Ok(Some(Request::Pools { cursor: 0 })));
+        assert_eq!(parse(b"POOLS 1000"), Ok(Some(Request::Pools { cursor: 1000 })));
         assert_eq!(parse(b"VERSION"), Ok(Some(Request::Version)));
         assert_eq!(parse(b"QUIT"), Ok(Some(Request::Quit)));
     }
@@ -461,7 +501,15 @@ mod tests {
         assert_eq!(client_error(b"PING abcdefghijklmnopqrstuvw-"), "malformed key id: ids are 24 letters and digits");
         assert_eq!(client_error(b"GET now"), "too many arguments for GET");
         assert_eq!(client_error(b"GEN 1 2"), "too many arguments for GEN");
-        assert_eq!(client_error(b"STATS x"), "too many arguments for STATS");
+        assert_eq!(client_error(b"STATS x y"), "too many arguments for STATS");
+        let malformed = "malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'";
+        assert_eq!(client_error(b"USE"), "USE needs a pool name");
+        assert_eq!(client_error(b"USE a/b"), malformed);
+        assert_eq!(client_error(&[b"USE ".as_slice(), &[b'p'; 65]].concat()), malformed);
+        assert_eq!(client_error(b"STATS *"), malformed);
+        assert_eq!(client_error(b"POOLS -1"), "malformed cursor");
+        assert_eq!(client_error(b"POOLS 1 2"), "too many arguments for POOLS");
+        assert_eq!(parse(&[b"USE ".as_slice(), &[b'p'; 64]].concat()).map(|r| r.is_some()), Ok(true));
         let two_ids = [b"DEL ".as_slice(), ID, b" ", ID].concat();
         assert_eq!(client_error(&two_ids), "too many arguments for DEL");
     }
@@ -652,6 +700,8 @@ mod tests {
                 "cmd_info",
                 "cmd_add",
                 "cmd_autorel",
+                "cmd_use",
+                "cmd_pools",
                 "cmd_stats",
                 "cmd_version",
                 "cmd_quit"

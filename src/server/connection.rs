@@ -13,6 +13,7 @@
 //! then withdrawn.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -21,8 +22,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{execute, lease_reply, Executed};
-use super::session::Session;
+use super::session::{Session, Waiting};
 use super::Shared;
+use crate::pool::Grant;
 use crate::protocol::framing::{self, Line, LineTooLong};
 use crate::protocol::{reply, Request, RequestError};
 
@@ -69,7 +71,7 @@ enum WaitEnd {
 /// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled. On `stop`,
 /// the batch in hand is still answered, but a client that does not read its replies gets only
 /// [`SHUTDOWN_GRACE`] to take them: one stuck client must not keep the daemon from exiting.
-pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationToken) -> io::Result<()> {
+pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: CancellationToken) -> io::Result<()> {
     let max_line = shared.config.max_line;
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::new();
@@ -121,7 +123,7 @@ pub async fn serve(mut socket: TcpStream, shared: &Shared, stop: CancellationTok
 /// Answers the complete lines at the front of `input`, consuming them, with replies appended to
 /// `output`. Takes the pool's lock only if there is at least one line, and then only once.
 fn answer_buffered(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     session: &mut Session<'_>,
     input: &mut BytesMut,
     output: &mut BytesMut,
@@ -191,7 +193,7 @@ async fn wait_for_key(
         }
         tokio::select! {
             biased;
-            outcome = std::future::poll_fn(|cx| shared.lock().pool.poll_wait(&waiting.ticket, cx)) => {
+            outcome = std::future::poll_fn(|cx| poll_wait(shared, waiting, cx)) => {
                 match outcome {
                     Some(grant) => lease_reply(output, waiting.reply, &grant.id, grant.token, grant.secret.as_deref()),
                     None => reply::word(output, reply::words::NOT_FOUND),
@@ -208,6 +210,21 @@ async fn wait_for_key(
             () = &mut stopped => return Ok(WaitEnd::Stopping),
         }
     }
+}
+
+/// Polls a waiting request's outcome, and drops its pool once collecting it left the pool empty (a
+/// wait that ran out in a pool it created, say).
+fn poll_wait(shared: &Shared, waiting: &Waiting, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Grant>> {
+    let mut locked = shared.lock();
+    let Some(pool) = locked.pools.get(waiting.pool) else {
+        // Cannot happen (a pool with a waiter is never dropped); answering NOT_FOUND is the safe side.
+        return std::task::Poll::Ready(None);
+    };
+    let outcome = pool.poll_wait(&waiting.ticket, cx);
+    if outcome.is_ready() {
+        locked.pools.drop_if_idle(waiting.pool);
+    }
+    outcome
 }
 
 fn line_too_long(output: &mut BytesMut) -> Progress {

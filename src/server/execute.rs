@@ -1,14 +1,15 @@
-//! Applying one request: check it against the daemon's limits, call the pool, write the reply. Runs
-//! with the pool's lock held by the batch.
+//! Applying one request: check it against the daemon's limits, find the connection's pool, call it,
+//! write the reply. Runs with the lock held by the batch.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 
 use super::session::{LeaseReply, Session, Waiting};
 use super::state::Locked;
-use super::Shared;
-use crate::pool::{Added, LeaseOutcome, LeaseTerms, Release};
+use super::{expiry, Shared};
+use crate::pool::{Added, KeyId, LeaseOutcome, LeaseTerms, Pool, PoolRef, PoolStats, Release};
 use crate::protocol::duration;
 use crate::protocol::reply::{self, words};
 use crate::protocol::request::Command;
@@ -16,6 +17,9 @@ use crate::protocol::{LeaseArgs, Request};
 
 /// The version reported by `VERSION` and `STATS`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The most pools one POOLS reply lists.
+const POOLS_PAGE: usize = 1000;
 
 /// What became of a request.
 pub enum Executed {
@@ -30,61 +34,87 @@ pub enum Executed {
 pub fn execute(
     request: Request<'_>,
     locked: &mut Locked,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     session: &mut Session<'_>,
     out: &mut BytesMut,
 ) -> Executed {
-    tracing::debug!(?request, "request");
+    tracing::debug!(?request, pool = session.pool_name(), "request");
     locked.count(request.command());
     let config = &shared.config;
-    let pool = &mut locked.pool;
     match request {
-        Request::Gen { count } => match pool.generate(count, |id| reply::key(out, id, None)) {
-            Ok(()) => reply::end(out),
-            Err(error) => reply::server_error(out, &error.to_string()),
-        },
+        Request::Gen { count } => {
+            let Some(pool) = pool_to_fill(locked, shared, session, out) else {
+                return Executed::Answered;
+            };
+            match in_pool(locked, pool).generate(count, |id| reply::key(out, id, None)) {
+                Ok(()) => reply::end(out),
+                Err(error) => reply::server_error(out, &error.to_string()),
+            }
+            locked.pools.drop_if_idle(pool);
+        }
+        Request::Add { secret, keepalive } => {
+            if secret.0.len() > config.max_secret {
+                reply::client_error(out, &format!("secret is longer than the maximum, {} bytes", config.max_secret));
+                return Executed::Answered;
+            }
+            let Some(pool) = pool_to_fill(locked, shared, session, out) else {
+                return Executed::Answered;
+            };
+            match in_pool(locked, pool).add(secret.0, keepalive) {
+                Ok(Added::New(id)) => reply::key(out, &id, None),
+                Ok(Added::Exists(id)) => reply::exists(out, &id),
+                Err(error) => reply::server_error(out, &error.to_string()),
+            }
+            locked.pools.drop_if_idle(pool);
+        }
         Request::Get(args) => return lease(args, LeaseReply::Key, locked, shared, session, out),
         Request::Lease(args) => return lease(args, LeaseReply::Leased, locked, shared, session, out),
         Request::Rel { id, token, delay } => {
             if let Err(message) = delay.map_or(Ok(()), |_| within("delay", delay, Duration::ZERO, config.max_block)) {
                 reply::client_error(out, &message);
             } else {
-                let released = pool.release_with(&id, token, delay.unwrap_or_default());
-                reply::word(out, release_word(released, words::RELEASED));
+                let released = on_key(locked, session, |pool| pool.release_with(&id, token, delay.unwrap_or_default()));
+                reply::word(out, release_word(released.unwrap_or(Release::NotFound), words::RELEASED));
             }
         }
         Request::Touch { id, token, block } => {
             if let Err(message) = within("block", block, Duration::from_millis(1), config.max_block) {
                 reply::client_error(out, &message);
             } else {
-                reply::word(out, release_word(pool.touch(&id, token, block), words::TOUCHED));
+                let touched = on_key(locked, session, |pool| pool.touch(&id, token, block));
+                reply::word(out, release_word(touched.unwrap_or(Release::NotFound), words::TOUCHED));
             }
         }
-        Request::Del(id) => reply::word(out, if pool.delete(&id) { words::DELETED } else { words::NOT_FOUND }),
-        Request::Ping(id) => reply::word(out, if pool.keep_alive(&id) { words::ALIVE } else { words::NOT_FOUND }),
+        Request::Del(id) => {
+            let deleted = on_key(locked, session, |pool| pool.delete(&id)).unwrap_or(false);
+            reply::word(out, if deleted { words::DELETED } else { words::NOT_FOUND });
+        }
+        Request::Ping(id) => {
+            let alive = on_key(locked, session, |pool| pool.keep_alive(&id)).unwrap_or(false);
+            reply::word(out, if alive { words::ALIVE } else { words::NOT_FOUND });
+        }
         Request::Health => reply::word(out, words::PONG),
-        Request::Info(id) => match pool.info(&id) {
+        Request::Info(id) => match on_key(locked, session, |pool| pool.info(&id)).flatten() {
             Some(info) => reply::info(out, &info),
             None => reply::word(out, words::NOT_FOUND),
         },
-        Request::Add { secret, keepalive } => {
-            if secret.0.len() > config.max_secret {
-                reply::client_error(out, &format!("secret is longer than the maximum, {} bytes", config.max_secret));
-            } else {
-                match pool.add(secret.0, keepalive) {
-                    Ok(Added::New(id)) => reply::key(out, &id, None),
-                    Ok(Added::Exists(id)) => reply::exists(out, &id),
-                    Err(error) => reply::server_error(out, &error.to_string()),
-                }
-            }
-        }
         Request::Autorel => {
-            if session.holder.is_none() {
-                session.holder = Some(pool.open_holder());
-            }
+            session.autorel = true;
             reply::word(out, words::OK);
         }
-        Request::Stats => stats(locked, shared, out),
+        Request::Use { pool } => {
+            session.use_pool(pool);
+            reply::using(out, pool);
+        }
+        Request::Pools { cursor } => {
+            let next = locked.pools.page(cursor, POOLS_PAGE, |name, keys| reply::pool(out, name, keys as u64));
+            reply::end_with_cursor(out, next);
+        }
+        Request::Stats { pool: None } => stats(locked, shared, out),
+        Request::Stats { pool: Some(name) } => {
+            let figures = locked.pools.find(name).and_then(|pool| locked.pools.get(pool)).map(|pool| pool.stats());
+            pool_stats(name, &figures.unwrap_or_default(), out);
+        }
         Request::Version => reply::version(out, VERSION),
         Request::Quit => {}
     }
@@ -96,7 +126,7 @@ fn lease(
     args: LeaseArgs,
     form: LeaseReply,
     locked: &mut Locked,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     session: &mut Session<'_>,
     out: &mut BytesMut,
 ) -> Executed {
@@ -110,20 +140,67 @@ fn lease(
             return Executed::Answered;
         }
     }
-    let terms = LeaseTerms { block: args.block, holder: session.holder };
-    match locked.pool.lease(terms, args.wait.unwrap_or_default()) {
+    let wait = args.wait.unwrap_or_default();
+    // A request that will wait needs a pool to wait in, so it brings the pool into being.
+    let pool =
+        if wait.is_zero() { session.current_pool(&locked.pools) } else { pool_to_fill(locked, shared, session, out) };
+    let Some(pool) = pool else {
+        if wait.is_zero() {
+            locked.pools.count_miss_without_pool();
+            reply::word(out, words::NOT_FOUND);
+        }
+        return Executed::Answered;
+    };
+    let terms = LeaseTerms { block: args.block, holder: session.holder_in(&mut locked.pools, pool) };
+    match in_pool(locked, pool).lease(terms, wait) {
         LeaseOutcome::Leased(leased) => lease_reply(out, form, &leased.id, leased.token, leased.secret),
         LeaseOutcome::NotFound => reply::word(out, words::NOT_FOUND),
         LeaseOutcome::Waiting(ticket) => {
-            session.waiting = Some(Waiting { ticket, reply: form });
+            session.waiting = Some(Waiting { pool, ticket, reply: form });
             return Executed::Waits;
         }
     }
     Executed::Answered
 }
 
+/// The connection's pool, created if need be (GEN, ADD, a waiting lease), with its expiry task started.
+/// `None` after writing the error if the daemon holds `--max-pools` pools already.
+fn pool_to_fill(
+    locked: &mut Locked,
+    shared: &Arc<Shared>,
+    session: &mut Session<'_>,
+    out: &mut BytesMut,
+) -> Option<PoolRef> {
+    match session.current_pool_or_create(&mut locked.pools) {
+        Ok((pool, created)) => {
+            if created {
+                expiry::start(shared, pool);
+            }
+            Some(pool)
+        }
+        Err(error) => {
+            reply::server_error(out, &error.to_string());
+            None
+        }
+    }
+}
+
+/// The pool `pool` names, which the caller just looked up or created under the same lock.
+fn in_pool(locked: &mut Locked, pool: PoolRef) -> &mut Pool {
+    locked.pools.get(pool).expect("a pool looked up under the lock held since")
+}
+
+/// Runs `act` on the connection's pool, then drops the pool if that left it empty. `None` when the pool
+/// does not exist: then no key of it does either.
+fn on_key<T>(locked: &mut Locked, session: &mut Session<'_>, act: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+    let pool = session.current_pool(&locked.pools)?;
+    let outcome = act(in_pool(locked, pool));
+    locked.pools.drop_if_idle(pool);
+    Some(outcome)
+}
+
 /// Writes a lease reply in the form the request asked for.
-pub fn lease_reply(out: &mut BytesMut, form: LeaseReply, id: &crate::pool::KeyId, token: u64, secret: Option<&[u8]>) {
+pub fn lease_reply(out: &mut BytesMut, form: LeaseReply, id: &KeyId, token: u64, secret: Option<&[u8]>) {
     match form {
         LeaseReply::Key => reply::key(out, id, secret),
         LeaseReply::Leased => reply::leased(out, id, token, secret),
@@ -149,24 +226,27 @@ fn within(what: &str, value: Option<Duration>, min: Duration, max: Duration) -> 
     }
 }
 
-/// STATS: one `STAT` line per figure, then `END`. O(1): every figure is a counter, never a count taken
-/// by walking the pool.
+/// STATS: one `STAT` line per figure, then `END`. The pool figures are summed over the pools, O(pools);
+/// nothing walks any pool's keys.
 fn stats(locked: &Locked, shared: &Shared, out: &mut BytesMut) {
-    let pool = locked.pool.stats();
-    let config = locked.pool.config();
+    let pools = &locked.pools;
+    let totals = pools.totals();
+    let config = pools.config();
     let (curr_connections, total_connections, rejected_connections) = shared.connection_counts();
-    let now_ms = locked.pool.clock().unix_ms(locked.pool.clock().now());
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
 
     reply::stat(out, "pid", u64::from(std::process::id()));
     reply::stat(out, "uptime", shared.started.elapsed().as_secs());
-    reply::stat(out, "time", now_ms / 1000);
+    reply::stat(out, "time", now_s);
     reply::stat_text(out, "version", VERSION);
-    reply::stat(out, "keys", pool.keys as u64);
-    reply::stat(out, "keys_free", pool.keys_free as u64);
-    reply::stat(out, "keys_blocked", pool.keys_blocked as u64);
-    reply::stat(out, "keys_delayed", pool.keys_delayed as u64);
-    reply::stat(out, "waiters", pool.waiters as u64);
+    reply::stat(out, "pools", pools.len() as u64);
+    reply::stat(out, "keys", totals.keys as u64);
+    reply::stat(out, "keys_free", totals.keys_free as u64);
+    reply::stat(out, "keys_blocked", totals.keys_blocked as u64);
+    reply::stat(out, "keys_delayed", totals.keys_delayed as u64);
+    reply::stat(out, "waiters", totals.waiters as u64);
     reply::stat(out, "max_keys", config.max_keys as u64);
+    reply::stat(out, "max_pools", shared.config.max_pools as u64);
     reply::stat(out, "block_timeout_ms", duration_ms(config.block_timeout));
     reply::stat(out, "keepalive_timeout_ms", duration_ms(config.keepalive_timeout));
     reply::stat(out, "max_wait_ms", duration_ms(shared.config.max_wait));
@@ -178,18 +258,35 @@ fn stats(locked: &Locked, shared: &Shared, out: &mut BytesMut) {
     for command in Command::ALL {
         reply::stat(out, command.stat_name(), locked.count_of(command));
     }
-    reply::stat(out, "keys_generated", pool.keys_generated);
-    reply::stat(out, "keys_added", pool.keys_added);
-    reply::stat(out, "get_hits", pool.get_hits);
-    reply::stat(out, "get_misses", pool.get_misses);
-    reply::stat(out, "waits_served", pool.waits_served);
-    reply::stat(out, "waits_timed_out", pool.waits_timed_out);
-    reply::stat(out, "released_by_timeout", pool.released_by_timeout);
-    reply::stat(out, "released_by_close", pool.released_by_close);
-    reply::stat(out, "expired_keepalive", pool.expired_keepalive);
+    counters(&totals, out);
     reply::end(out);
 }
 
-fn duration_ms(duration: std::time::Duration) -> u64 {
+/// `STATS <pool>`: the figures of one pool (all zero for a pool that does not exist: it is empty).
+fn pool_stats(name: &str, figures: &PoolStats, out: &mut BytesMut) {
+    reply::stat_text(out, "pool", name);
+    reply::stat(out, "keys", figures.keys as u64);
+    reply::stat(out, "keys_free", figures.keys_free as u64);
+    reply::stat(out, "keys_blocked", figures.keys_blocked as u64);
+    reply::stat(out, "keys_delayed", figures.keys_delayed as u64);
+    reply::stat(out, "waiters", figures.waiters as u64);
+    counters(figures, out);
+    reply::end(out);
+}
+
+/// The running totals, in the order both forms of STATS list them.
+fn counters(figures: &PoolStats, out: &mut BytesMut) {
+    reply::stat(out, "keys_generated", figures.keys_generated);
+    reply::stat(out, "keys_added", figures.keys_added);
+    reply::stat(out, "get_hits", figures.get_hits);
+    reply::stat(out, "get_misses", figures.get_misses);
+    reply::stat(out, "waits_served", figures.waits_served);
+    reply::stat(out, "waits_timed_out", figures.waits_timed_out);
+    reply::stat(out, "released_by_timeout", figures.released_by_timeout);
+    reply::stat(out, "released_by_close", figures.released_by_close);
+    reply::stat(out, "expired_keepalive", figures.expired_keepalive);
+}
+
+fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

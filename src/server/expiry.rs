@@ -1,18 +1,23 @@
-//! The background task that applies the pool's timers: block windows ending, keep-alives running out.
+//! The background tasks that apply the pools' timers: block windows ending, keep-alives running out.
 //!
-//! It sleeps inside the pool's `DelayQueue` until the earliest deadline, takes the lock, applies a
-//! bounded slice of what is due, and lets go of the lock before the next slice, so a mass expiry
-//! never stalls clients for long. It never looks at keys whose deadline has not come.
+//! Each pool has its own task, started when the pool is created. It sleeps inside the pool's
+//! `DelayQueue` until the earliest deadline, takes the lock, applies a bounded slice of what is due, and
+//! lets go of the lock before the next slice, so a mass expiry never stalls clients for long. It never
+//! looks at keys whose deadline has not come. It ends when its pool is dropped.
 
 use std::future::poll_fn;
 use std::sync::Arc;
 
 use super::Shared;
+use crate::pool::PoolRef;
 
-/// Runs until aborted.
-pub async fn run(shared: Arc<Shared>) {
-    loop {
-        let applied = poll_fn(|cx| shared.lock().pool.poll_expired(cx)).await;
+/// Starts the expiry task of a pool that was just created.
+pub fn start(shared: &Arc<Shared>, pool: PoolRef) {
+    tokio::spawn(run(Arc::clone(shared), pool));
+}
+
+async fn run(shared: Arc<Shared>, pool: PoolRef) {
+    while let Some(applied) = poll_fn(|cx| shared.lock().pools.poll_expired(pool, cx)).await {
         tracing::trace!(applied, "applied due timers");
         // Give connections a turn at the lock between slices of a large expiry.
         tokio::task::yield_now().await;

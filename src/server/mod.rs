@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::pool::{Pool, PoolConfig};
+use crate::pool::PoolConfig;
 
 pub use state::Shared;
 
@@ -45,6 +45,8 @@ pub struct Config {
     pub max_block: Duration,
     /// The longest secret ADD accepts, in bytes.
     pub max_secret: usize,
+    /// The most pools at once.
+    pub max_pools: usize,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             max_wait: Duration::from_secs(300),
             max_block: Duration::from_secs(3600),
             max_secret: 1024,
+            max_pools: 10_000,
         }
     }
 }
@@ -65,15 +68,8 @@ impl Default for Config {
 ///
 /// Must be called inside a tokio runtime (any flavour).
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
-    let shared = Arc::new(Shared::new(Pool::new(config.pool.clone()), config));
-    run_with(listener, shared, shutdown).await;
-}
-
-/// As [`run`], over state the caller built (tests use it to hold a handle to the pool).
-pub async fn run_with(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let expiry = tokio::spawn(expiry::run(Arc::clone(&shared)));
+    let shared = Arc::new(Shared::new(config));
     listener::serve(listener, shared, shutdown).await;
-    expiry.abort();
 }
 
 /// A server running in the background of the current runtime, for tests, benches and embedding.

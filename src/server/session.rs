@@ -1,12 +1,12 @@
-//! What the server remembers about one connection between its requests, and what it owes the pool when
+//! What the server remembers about one connection between its requests, and what it owes the pools when
 //! the connection ends.
 //!
-//! A connection that sent AUTOREL holds a holder list in the pool, and one that is waiting for a key holds
-//! a wait ticket. Both must be given back however the connection ends: QUIT, the client vanishing, a
-//! protocol error, shutdown, or an I/O error that unwinds the task. So the cleanup lives in `Drop`,
-//! where no return path can skip it.
+//! A connection has a current pool (`default` until it sends USE). One that sent AUTOREL holds a holder
+//! list in each pool it leased from, and one that is waiting for a key holds a wait ticket. Both must be
+//! given back however the connection ends: QUIT, the client vanishing, a protocol error, shutdown, or an
+//! I/O error that unwinds the task. So the cleanup lives in `Drop`, where no return path can skip it.
 
-use crate::pool::{HolderId, WaitTicket};
+use crate::pool::{HolderId, PoolRef, Pools, WaitTicket, DEFAULT_POOL};
 
 use super::Shared;
 
@@ -19,9 +19,10 @@ pub enum LeaseReply {
     Leased,
 }
 
-/// A request waiting for a key: its ticket and how to answer it.
+/// A request waiting for a key: its pool, its ticket and how to answer it.
 #[derive(Debug)]
 pub struct Waiting {
+    pub pool: PoolRef,
     pub ticket: WaitTicket,
     pub reply: LeaseReply,
 }
@@ -29,8 +30,15 @@ pub struct Waiting {
 /// One connection's state.
 pub struct Session<'a> {
     shared: &'a Shared,
-    /// Set by AUTOREL: the list of leases to release when the connection closes.
-    pub holder: Option<HolderId>,
+    /// The current pool's name, and its reference while the pool exists (a cache: most requests then
+    /// skip the lookup by name).
+    pool_name: String,
+    pool: Option<PoolRef>,
+    /// Set by AUTOREL.
+    pub autorel: bool,
+    /// With AUTOREL: the holder list of each pool this connection leased from. A connection uses few
+    /// pools, so a short vector beats a map.
+    holders: Vec<(PoolRef, HolderId)>,
     /// The request this connection waits on, if any. Replies go out in request order, so there is at
     /// most one.
     pub waiting: Option<Waiting>,
@@ -38,18 +46,69 @@ pub struct Session<'a> {
 
 impl<'a> Session<'a> {
     pub fn new(shared: &'a Shared) -> Session<'a> {
-        Session { shared, holder: None, waiting: None }
+        Session {
+            shared,
+            pool_name: DEFAULT_POOL.to_string(),
+            pool: None,
+            autorel: false,
+            holders: Vec::new(),
+            waiting: None,
+        }
     }
 
     /// The state this session's connection serves.
     pub fn shared(&self) -> &'a Shared {
         self.shared
     }
+
+    /// The current pool's name.
+    pub fn pool_name(&self) -> &str {
+        &self.pool_name
+    }
+
+    /// Makes `name` the current pool.
+    pub fn use_pool(&mut self, name: &str) {
+        if self.pool_name != name {
+            self.pool_name = name.to_string();
+            self.pool = None;
+        }
+    }
+
+    /// The current pool, if it exists.
+    pub fn current_pool(&mut self, pools: &Pools) -> Option<PoolRef> {
+        self.pool = pools.resolve(self.pool, &self.pool_name);
+        self.pool
+    }
+
+    /// The current pool, created if it does not exist yet. `Ok(true)` in the flag means it is new.
+    pub fn current_pool_or_create(&mut self, pools: &mut Pools) -> Result<(PoolRef, bool), crate::pool::PoolsError> {
+        if let Some(pool) = self.current_pool(pools) {
+            return Ok((pool, false));
+        }
+        let (pool, created) = pools.get_or_create(&self.pool_name)?;
+        self.pool = Some(pool);
+        Ok((pool, created))
+    }
+
+    /// With AUTOREL on, this connection's holder in `pool`, opened on first use; else `None`.
+    pub fn holder_in(&mut self, pools: &mut Pools, pool: PoolRef) -> Option<HolderId> {
+        if !self.autorel {
+            return None;
+        }
+        if let Some((_, holder)) = self.holders.iter().find(|(of, _)| *of == pool) {
+            return Some(*holder);
+        }
+        let holder = pools.get(pool)?.open_holder();
+        // Holders of pools that were dropped since are dead weight; forget them while we are here.
+        self.holders.retain(|(of, _)| pools.get(*of).is_some());
+        self.holders.push((pool, holder));
+        Some(holder)
+    }
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        if self.holder.is_none() && self.waiting.is_none() {
+        if self.holders.is_empty() && self.waiting.is_none() {
             return;
         }
         // A poisoned lock means the daemon is already failing; panicking again here, possibly while
@@ -57,14 +116,20 @@ impl Drop for Session<'_> {
         let Some(mut locked) = self.shared.lock_unless_poisoned() else {
             return;
         };
+        let pools = &mut locked.pools;
         // The wait goes first: a key granted to it but never collected must go back before the holder
         // closes, or it would stay blocked for a whole window.
         if let Some(waiting) = self.waiting.take() {
-            locked.pool.cancel_wait(waiting.ticket);
+            if let Some(pool) = pools.get(waiting.pool) {
+                pool.cancel_wait(waiting.ticket);
+            }
+            pools.drop_if_idle(waiting.pool);
         }
-        if let Some(holder) = self.holder.take() {
-            let released = locked.pool.close_holder(holder);
-            tracing::debug!(released, "connection closed; released its leases");
+        for (pool, holder) in self.holders.drain(..) {
+            if let Some(pool) = pools.get(pool) {
+                let released = pool.close_holder(holder);
+                tracing::debug!(released, "connection closed; released its leases");
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What every connection shares: the pool behind one mutex, and the counters STATS reports.
+//! What every connection shares: the pools behind one mutex, and the counters STATS reports.
 //!
 //! The mutex is `std::sync::Mutex`, not tokio's: it is never held across an `.await`, and each hold is
 //! short (one batch of requests, or one slice of expiries), so a blocking lock is both correct and
@@ -10,12 +10,12 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::Config;
-use crate::pool::Pool;
+use crate::pool::Pools;
 use crate::protocol::request::Command;
 
-/// The pool and the command counters, guarded together: a batch takes this lock once.
+/// The pools and the command counters, guarded together: a batch takes this lock once.
 pub struct Locked {
-    pub pool: Pool,
+    pub pools: Pools,
     commands: [u64; Command::ALL.len()],
 }
 
@@ -42,10 +42,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// State around `pool`.
-    pub fn new(pool: Pool, config: Config) -> Shared {
+    /// State for a daemon configured by `config`, with no pools yet.
+    pub fn new(config: Config) -> Shared {
+        let pools = Pools::new(config.pool.clone(), config.max_pools);
         Shared {
-            locked: Mutex::new(Locked { pool, commands: [0; Command::ALL.len()] }),
+            locked: Mutex::new(Locked { pools, commands: [0; Command::ALL.len()] }),
             config,
             started: Instant::now(),
             curr_connections: AtomicU64::new(0),
@@ -54,7 +55,7 @@ impl Shared {
         }
     }
 
-    /// Locks the pool. Never call this from code that awaits before dropping the guard.
+    /// Locks the pools. Never call this from code that awaits before dropping the guard.
     pub fn lock(&self) -> MutexGuard<'_, Locked> {
         // Poisoning means an earlier holder panicked mid-operation: the pool's invariants may be broken,
         // and serving from it could hand one key to two clients. Refusing to go on is the honest choice.
