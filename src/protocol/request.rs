@@ -47,6 +47,8 @@ pub enum Request<'a> {
     Use { pool: &'a str },
     /// `POOLS [cursor]`: list pools, a page at a time.
     Pools { cursor: u64 },
+    /// `AUTH <token>`: authenticate the connection. The token is a secret: `Debug` shows its length only.
+    Auth { token: Secret<'a> },
     /// `VERSION`.
     Version,
     /// `QUIT`: close the connection.
@@ -159,6 +161,12 @@ impl<'a> Request<'a> {
             args.command = "USE";
             let pool = args.optional_pool_name()?.ok_or_else(|| bad("USE needs a pool name"))?;
             args.finish(Request::Use { pool })?
+        } else if command.eq_ignore_ascii_case(b"AUTH") {
+            args.command = "AUTH";
+            // Any bytes the line can carry; whether they are a valid token is the authenticator's call.
+            // Errors never quote the token.
+            let token = args.tokens.next().ok_or_else(|| bad("AUTH needs a token"))?;
+            args.finish(Request::Auth { token: Secret(token) })?
         } else if command.eq_ignore_ascii_case(b"POOLS") {
             args.command = "POOLS";
             let cursor = match args.tokens.next() {
@@ -194,6 +202,7 @@ impl<'a> Request<'a> {
             Request::Stats { .. } => Command::Stats,
             Request::Use { .. } => Command::Use,
             Request::Pools { .. } => Command::Pools,
+            Request::Auth { .. } => Command::Auth,
             Request::Version => Command::Version,
             Request::Quit => Command::Quit,
         }
@@ -218,6 +227,7 @@ pub enum Command {
     Autorel,
     Use,
     Pools,
+    Auth,
     Stats,
     Version,
     Quit,
@@ -225,7 +235,7 @@ pub enum Command {
 
 impl Command {
     /// Every command, in STATS order.
-    pub const ALL: [Command; 15] = [
+    pub const ALL: [Command; 16] = [
         Command::Gen,
         Command::Get,
         Command::Lease,
@@ -238,6 +248,7 @@ impl Command {
         Command::Autorel,
         Command::Use,
         Command::Pools,
+        Command::Auth,
         Command::Stats,
         Command::Version,
         Command::Quit,
@@ -258,6 +269,7 @@ impl Command {
             Command::Autorel => "cmd_autorel",
             Command::Use => "cmd_use",
             Command::Pools => "cmd_pools",
+            Command::Auth => "cmd_auth",
             Command::Stats => "cmd_stats",
             Command::Version => "cmd_version",
             Command::Quit => "cmd_quit",
@@ -455,6 +467,7 @@ mod tests {
         assert_eq!(parse(b"USE billing"), Ok(Some(Request::Use { pool: "billing" })));
         assert_eq!(parse(b"POOLS"), Ok(Some(Request::Pools { cursor: 0 })));
         assert_eq!(parse(b"POOLS 1000"), Ok(Some(Request::Pools { cursor: 1000 })));
+        assert_eq!(parse(b"AUTH s3cr3t"), Ok(Some(Request::Auth { token: Secret(b"s3cr3t") })));
         assert_eq!(parse(b"VERSION"), Ok(Some(Request::Version)));
         assert_eq!(parse(b"QUIT"), Ok(Some(Request::Quit)));
     }
@@ -509,6 +522,9 @@ mod tests {
         assert_eq!(client_error(b"STATS *"), malformed);
         assert_eq!(client_error(b"POOLS -1"), "malformed cursor");
         assert_eq!(client_error(b"POOLS 1 2"), "too many arguments for POOLS");
+        assert_eq!(client_error(b"AUTH"), "AUTH needs a token");
+        assert_eq!(client_error(b"AUTH hunter2 x"), "too many arguments for AUTH");
+        assert!(!format!("{:?}", parse(b"AUTH hunter2")).contains("hunter2"), "AUTH's Debug hides the token");
         assert_eq!(parse(&[b"USE ".as_slice(), &[b'p'; 64]].concat()).map(|r| r.is_some()), Ok(true));
         let two_ids = [b"DEL ".as_slice(), ID, b" ", ID].concat();
         assert_eq!(client_error(&two_ids), "too many arguments for DEL");
@@ -702,6 +718,7 @@ mod tests {
                 "cmd_autorel",
                 "cmd_use",
                 "cmd_pools",
+                "cmd_auth",
                 "cmd_stats",
                 "cmd_version",
                 "cmd_quit"

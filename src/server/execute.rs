@@ -115,6 +115,8 @@ pub fn execute(
             let figures = locked.pools.find(name).and_then(|pool| locked.pools.get(pool)).map(|pool| pool.stats());
             pool_stats(name, &figures.unwrap_or_default(), out);
         }
+        // Authentication arrives with the authenticator (issue 4); until then no token is valid.
+        Request::Auth { .. } => reply::client_error(out, "authentication is not enabled"),
         Request::Version => reply::version(out, VERSION),
         Request::Quit => {}
     }
