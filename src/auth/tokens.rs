@@ -36,7 +36,7 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 type Digest = [u8; 32];
 
 /// The grants of a tokens file, keyed by a keyed hash of each token. Immutable once built: a reload builds
-/// a new table and swaps it in whole (see `Authenticator`).
+/// a new table and swaps it in whole (see [`Authenticator`](super::Authenticator)).
 pub struct TokenTable {
     key: [u8; 32],
     entries: Vec<Entry>,
