@@ -1,14 +1,10 @@
-//! What a successful AUTH allows ([`Grant`]), and what a pool name is ([`valid_pool_name`]).
+//! What a successful AUTH allows ([`Grant`]).
 //!
 //! Both credential kinds end in the same place: a static token's line names a pool or `*`, and so does a
-//! JWT's `sub`. The pool-name rule lives here because a grant is where auth meets pools; the server reuses
-//! [`valid_pool_name`] for `USE`, so a token can never grant a pool that `USE` would refuse to name.
+//! JWT's `sub`. Pool names follow the pool registry's rule ([`valid_pool_name`]), the same one `USE`
+//! checks, so a token can never grant a pool that `USE` would refuse to name.
 
-/// The pool a connection starts in: before AUTH, with auth off, and after AUTH with a `*` grant.
-pub const DEFAULT_POOL: &str = "default";
-
-/// The longest pool name, in bytes.
-pub const MAX_POOL_NAME_LEN: usize = 64;
+use crate::pool::{valid_pool_name, DEFAULT_POOL};
 
 /// What one successful authentication allows the connection to use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -43,16 +39,13 @@ impl Grant {
         if field == b"*" {
             return Some(Grant::AnyPool);
         }
+        if !valid_pool_name(field) {
+            return None;
+        }
         // valid_pool_name admits ASCII only, so the bytes are UTF-8.
         let name = std::str::from_utf8(field).ok()?;
-        valid_pool_name(name).then(|| Grant::Pool(name.to_owned()))
+        Some(Grant::Pool(name.to_owned()))
     }
-}
-
-/// Whether `name` is a pool name: 1 to 64 bytes, each one of `A-Z a-z 0-9 _ . -`.
-pub fn valid_pool_name(name: &str) -> bool {
-    (1..=MAX_POOL_NAME_LEN).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -79,10 +72,10 @@ mod tests {
     #[test]
     fn pool_names_are_1_to_64_of_the_safe_characters() {
         for good in ["default", "a", "A-z_0.9", &"p".repeat(64), "..", "-"] {
-            assert!(valid_pool_name(good), "{good:?}");
+            assert!(valid_pool_name(good.as_bytes()), "{good:?}");
         }
         for bad in ["", &"p".repeat(65), "a b", "a/b", "*", "pool#1", "é", "a\tb", "a\0"] {
-            assert!(!valid_pool_name(bad), "{bad:?}");
+            assert!(!valid_pool_name(bad.as_bytes()), "{bad:?}");
         }
     }
 

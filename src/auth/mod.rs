@@ -16,7 +16,7 @@
 //! Nothing here ever prints a token or a secret: errors name files and line numbers, and the `Debug` of
 //! every type that holds credentials shows only counts.
 //!
-//! - `grant.rs`: [`Grant`] and the pool-name rule ([`valid_pool_name`]).
+//! - `grant.rs`: [`Grant`], what a successful AUTH allows.
 //! - `tokens.rs`: the tokens file format and [`TokenTable`].
 //! - `jwt.rs`: [`JwtVerifier`], [`JwtError`], and [`mint_hs256`] for tests and tooling.
 //! - `authenticator.rs`: [`Authenticator`], which tries both and swaps tokens on reload.
@@ -32,6 +32,6 @@ mod tokens;
 
 pub use authenticator::{Authenticator, Rejection};
 pub use error::AuthFileError;
-pub use grant::{valid_pool_name, Grant, DEFAULT_POOL, MAX_POOL_NAME_LEN};
+pub use grant::Grant;
 pub use jwt::{mint_hs256, JwtError, JwtVerifier, LEEWAY_SECS};
 pub use tokens::{TokenLineProblem, TokenTable, MAX_TOKEN_LEN};

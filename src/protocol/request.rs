@@ -171,7 +171,7 @@ impl<'a> Request<'a> {
             args.command = "POOLS";
             let cursor = match args.tokens.next() {
                 None => 0,
-                Some(token) => parse_decimal(token).ok_or_else(|| bad("malformed cursor"))?,
+                Some(token) => parse_fencing_token(token).ok_or_else(|| bad("malformed cursor"))?,
             };
             args.finish(Request::Pools { cursor })?
         } else if command.eq_ignore_ascii_case(b"VERSION") {

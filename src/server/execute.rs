@@ -156,7 +156,11 @@ fn lease(
     let terms = LeaseTerms { block: args.block, holder: session.holder_in(&mut locked.pools, pool) };
     match in_pool(locked, pool).lease(terms, wait) {
         LeaseOutcome::Leased(leased) => lease_reply(out, form, &leased.id, leased.token, leased.secret),
-        LeaseOutcome::NotFound => reply::word(out, words::NOT_FOUND),
+        LeaseOutcome::NotFound => {
+            reply::word(out, words::NOT_FOUND);
+            // The draw may have deleted the pool's last keys (past their keep-alive) on its way.
+            locked.pools.drop_if_idle(pool);
+        }
         LeaseOutcome::Waiting(ticket) => {
             session.waiting = Some(Waiting { pool, ticket, reply: form });
             return Executed::Waits;
