@@ -7,7 +7,7 @@
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -149,6 +149,27 @@ impl Lines {
     /// The ids of a `KEY` block, checked to be well formed.
     pub async fn key_block(&mut self) -> Vec<String> {
         self.block().await.iter().map(|line| key_of(line)).collect()
+    }
+
+    /// A `POOLS` page: its `POOL <name> <keys>` lines as pairs, and the cursor of its `END <cursor>`.
+    /// Fails the test on any other line.
+    pub async fn pools_page(&mut self) -> (Vec<(String, u64)>, u64) {
+        let mut pools = Vec::new();
+        loop {
+            let line = self.line().await;
+            let words: Vec<&str> = line.split(' ').collect();
+            match words[..] {
+                ["END", cursor] => {
+                    let cursor = cursor.parse().unwrap_or_else(|_| panic!("malformed cursor in {line:?}"));
+                    return (pools, cursor);
+                }
+                ["POOL", name, keys] => {
+                    let keys = keys.parse().unwrap_or_else(|_| panic!("malformed key count in {line:?}"));
+                    pools.push((name.to_string(), keys));
+                }
+                _ => panic!("expected POOL lines ending with `END <cursor>`, got {line:?} after {} pools", pools.len()),
+            }
+        }
     }
 
     /// Waits for the server to close the connection with nothing more sent: a clean end of stream, or a
@@ -335,6 +356,42 @@ impl Client {
     /// `ADD` followed by `args` (a secret, then maybe a keep-alive), expecting a new key: its id.
     pub async fn add(&mut self, args: &str) -> String {
         key_of(&self.cmd(&format!("ADD {args}")).await)
+    }
+
+    /// `USE pool`, failing the test unless the server answers `USING pool`.
+    pub async fn use_pool(&mut self, pool: &str) {
+        assert_eq!(self.cmd(&format!("USE {pool}")).await, format!("USING {pool}"), "USE {pool}");
+    }
+
+    /// `POOLS cursor`: the page's pools with their key counts, in the order listed, and the next cursor.
+    pub async fn pools_page(&mut self, cursor: u64) -> (Vec<(String, u64)>, u64) {
+        self.send_line(&format!("POOLS {cursor}")).await;
+        self.lines.pools_page().await
+    }
+
+    /// Every pool with its key count, walking `POOLS` from cursor 0 until the server answers `END 0`.
+    /// Fails the test if a page lists more than 1000 pools or a pool is listed twice.
+    pub async fn all_pools(&mut self) -> BTreeMap<String, u64> {
+        let mut all = BTreeMap::new();
+        let mut cursor = 0;
+        loop {
+            let (page, next) = self.pools_page(cursor).await;
+            assert!(page.len() <= 1000, "POOLS {cursor} listed {} pools, more than a page", page.len());
+            for (name, keys) in page {
+                assert!(all.insert(name.clone(), keys).is_none(), "pool {name} listed twice");
+            }
+            if next == 0 {
+                return all;
+            }
+            assert!(next > cursor, "POOLS {cursor} answered the cursor {next}, which does not move on");
+            cursor = next;
+        }
+    }
+
+    /// `STATS pool` as ordered pairs, its `STAT pool <name>` line included.
+    pub async fn pool_stats(&mut self, pool: &str) -> Vec<(String, String)> {
+        self.send_line(&format!("STATS {pool}")).await;
+        stat_pairs(&self.block().await)
     }
 
     /// The raw lines `INFO id` answers, up to (not including) `END`; `["NOT_FOUND"]` for no such key.
