@@ -4,10 +4,13 @@
 //! logging and the runtime, binds the listener, and turns SIGINT/SIGTERM into a clean shutdown.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use keypool::auth::{Authenticator, JwtVerifier};
 use keypool::pool::{PoolConfig, MAX_POOL_KEYS};
 use keypool::protocol::duration;
 use keypool::server::{self, Config};
@@ -63,6 +66,25 @@ struct Flags {
     #[arg(long, env = "KEYPOOL_MAX_SECRET", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_secret: Option<u64>,
 
+    /// A file of access tokens, one `<token> <pool>` (or `<token> *` for every pool) a line, `#` for
+    /// comments. Turns authentication on: clients must send `AUTH <token>` first. Re-read on SIGHUP.
+    #[arg(long, env = "KEYPOOL_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
+
+    /// A file holding the HS256 secret of JSON Web Tokens clients may send to AUTH (`exp` required; `sub`
+    /// is the pool granted, `*` for all). Turns authentication on.
+    #[arg(long, env = "KEYPOOL_JWT_SECRET_FILE", value_name = "FILE")]
+    jwt_secret_file: Option<PathBuf>,
+
+    /// The `aud` claim JWTs must carry (then they must carry it); without it, JWTs must carry none.
+    #[arg(long, env = "KEYPOOL_JWT_AUDIENCE", requires = "jwt_secret_file")]
+    jwt_audience: Option<String>,
+
+    /// Listen on a non-loopback address without authentication. Without this, the daemon refuses to: any
+    /// machine that can reach the port could take every key.
+    #[arg(long, env = "KEYPOOL_INSECURE_OPEN")]
+    insecure_open: bool,
+
     /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime, the fastest
     /// choice on one core). Default: one per CPU core the process may run on.
     #[arg(long, env = "KEYPOOL_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -91,8 +113,23 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let addr = resolve(&flags.listen)?;
     let max_line = flags.max_line as usize;
+    let jwt = flags
+        .jwt_secret_file
+        .as_deref()
+        .map(|path| JwtVerifier::from_secret_file(path, flags.jwt_audience.clone()))
+        .transpose()
+        .context("--jwt-secret-file")?;
+    let auth = Authenticator::new(flags.auth_tokens.clone(), jwt).context("--auth-tokens")?;
+    let addr = resolve(&flags.listen)?;
+    if !addr.ip().is_loopback() && !auth.is_enabled() && !flags.insecure_open {
+        bail!(
+            "refusing to listen on {addr} without authentication: any machine that reaches it could take every \
+             key. Turn authentication on with --auth-tokens FILE and/or --jwt-secret-file FILE, listen on a \
+             loopback address (127.0.0.1, ::1), or, if the network itself is trusted, pass --insecure-open"
+        );
+    }
+    let auth = Arc::new(auth);
     let config = Config {
         pool: PoolConfig {
             block_timeout: flags.block_timeout,
@@ -102,6 +139,7 @@ fn main() -> Result<()> {
         max_connections: flags.max_connections as usize,
         max_line,
         max_pools: flags.max_pools as usize,
+        auth: Arc::clone(&auth),
         max_wait: flags.max_wait,
         max_block: flags.max_block,
         max_secret: flags.max_secret.map_or(DEFAULT_MAX_SECRET.min(max_line - ADD_OVERHEAD), |n| n as usize),
@@ -139,9 +177,11 @@ fn main() -> Result<()> {
             max_block = %duration::format(config.max_block),
             max_secret = config.max_secret,
             threads,
+            auth = auth.is_enabled(),
             version = env!("CARGO_PKG_VERSION"),
             "keypool listening"
         );
+        tokio::spawn(reload_on_sighup(Arc::clone(&auth)));
         server::run(listener, config, shutdown_signal()).await;
         tracing::info!("keypool stopped");
         Ok(())
@@ -156,6 +196,30 @@ fn resolve(listen: &str) -> Result<SocketAddr> {
         Some(addr) => Ok(addr),
         None => bail!("--listen {listen:?} resolves to no address"),
     }
+}
+
+/// Re-reads the `--auth-tokens` file on every SIGHUP. A file that does not parse is reported and the
+/// tokens already loaded stay in force, so a typo cannot lock everyone out (or let everyone in).
+async fn reload_on_sighup(auth: Arc<Authenticator>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch for SIGHUP; the tokens file will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload_tokens() {
+                Ok(Some(tokens)) => tracing::info!(tokens, "SIGHUP: reloaded the tokens file"),
+                Ok(None) => tracing::info!("SIGHUP: no --auth-tokens file to reload"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: the tokens file is not valid; keeping the tokens loaded before")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = auth;
 }
 
 /// Completes on the first SIGINT or SIGTERM.

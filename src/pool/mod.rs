@@ -638,7 +638,7 @@ impl Pool {
     /// holder twice does nothing the second time.
     pub fn close_holder(&mut self, holder: HolderId) -> usize {
         let now = self.clock.now();
-        if !self.holders.get(holder.index as usize).is_some_and(|open| open.serial == holder.serial) {
+        if self.holders.get(holder.index as usize).is_none_or(|open| open.serial != holder.serial) {
             return 0;
         }
         let mut list = self.holders.remove(holder.index as usize).leases;

@@ -56,6 +56,8 @@ enum Progress {
     LineTooLong,
     /// A request waits for a key; its ticket is in the session.
     Waiting,
+    /// The connection failed AUTH too often; the error is in the output and the connection must close.
+    Refused,
 }
 
 /// How a wait for a key ended, for the connection.
@@ -93,7 +95,7 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
         match progress {
             Progress::NeedInput => {}
             Progress::OutputFull => continue,
-            Progress::Quit | Progress::LineTooLong => return close(socket, session).await,
+            Progress::Quit | Progress::LineTooLong | Progress::Refused => return close(socket, session).await,
             Progress::Waiting => {
                 match wait_for_key(&mut socket, &mut session, &mut input, &mut output, stopped.as_mut()).await? {
                     WaitEnd::Answered => continue,
@@ -145,6 +147,7 @@ fn answer_buffered(
             Ok(Some(request)) => match execute(request, &mut locked, shared, session, output) {
                 Executed::Answered => None,
                 Executed::Waits => Some(Progress::Waiting),
+                Executed::Close => Some(Progress::Refused),
             },
             Ok(None) => None,
             Err(error @ RequestError::UnknownCommand(_)) => {

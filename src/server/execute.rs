@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 
-use super::session::{LeaseReply, Session, Waiting};
+use super::session::{LeaseReply, Session, Waiting, MAX_AUTH_FAILURES};
 use super::state::Locked;
 use super::{expiry, Shared};
 use crate::pool::{Added, KeyId, LeaseOutcome, LeaseTerms, Pool, PoolRef, PoolStats, Release};
@@ -27,6 +27,8 @@ pub enum Executed {
     Answered,
     /// It waits for a key; the session holds its ticket, and its reply comes when the wait ends.
     Waits,
+    /// Its reply is in the output, and then the connection must be closed (too many failed AUTHs).
+    Close,
 }
 
 /// Applies `request` (anything but QUIT, which the connection handles) and appends its reply to `out`,
@@ -41,6 +43,14 @@ pub fn execute(
     tracing::debug!(?request, pool = session.pool_name(), "request");
     locked.count(request.command());
     let config = &shared.config;
+    let auth_on = config.auth.is_enabled();
+    if auth_on
+        && session.grant.is_none()
+        && !matches!(request, Request::Auth { .. } | Request::Health | Request::Version)
+    {
+        reply::error(out, "NOAUTH authentication required");
+        return Executed::Answered;
+    }
     match request {
         Request::Gen { count } => {
             let Some(pool) = pool_to_fill(locked, shared, session, out) else {
@@ -103,20 +113,50 @@ pub fn execute(
             reply::word(out, words::OK);
         }
         Request::Use { pool } => {
-            session.use_pool(pool);
-            reply::using(out, pool);
+            if forbidden(session, pool) {
+                reply::client_error(out, "forbidden");
+            } else {
+                session.use_pool(pool);
+                reply::using(out, pool);
+            }
         }
         Request::Pools { cursor } => {
-            let next = locked.pools.page(cursor, POOLS_PAGE, |name, keys| reply::pool(out, name, keys as u64));
+            let grant = session.grant.as_ref();
+            let next = locked.pools.page(cursor, POOLS_PAGE, |name, keys| {
+                // A token for one pool sees that pool only, not the names of the others.
+                if grant.is_none_or(|grant| grant.allows(name)) {
+                    reply::pool(out, name, keys as u64);
+                }
+            });
             reply::end_with_cursor(out, next);
         }
         Request::Stats { pool: None } => stats(locked, shared, out),
         Request::Stats { pool: Some(name) } => {
-            let figures = locked.pools.find(name).and_then(|pool| locked.pools.get(pool)).map(|pool| pool.stats());
-            pool_stats(name, &figures.unwrap_or_default(), out);
+            if forbidden(session, name) {
+                reply::client_error(out, "forbidden");
+            } else {
+                let figures = locked.pools.find(name).and_then(|pool| locked.pools.get(pool)).map(|pool| pool.stats());
+                pool_stats(name, &figures.unwrap_or_default(), out);
+            }
         }
-        // Authentication arrives with the authenticator (issue 4); until then no token is valid.
-        Request::Auth { .. } => reply::client_error(out, "authentication is not enabled"),
+        Request::Auth { .. } if !auth_on => reply::client_error(out, "authentication is not enabled"),
+        Request::Auth { token } => match config.auth.authenticate(token.0) {
+            Ok(grant) => {
+                tracing::debug!(?grant, "authenticated");
+                session.use_pool(grant.home_pool());
+                session.grant = Some(grant);
+                session.auth_failures = 0;
+                reply::word(out, words::OK);
+            }
+            Err(rejection) => {
+                tracing::debug!(?rejection, "AUTH refused");
+                session.auth_failures += 1;
+                reply::client_error(out, "invalid token");
+                if session.auth_failures >= MAX_AUTH_FAILURES {
+                    return Executed::Close;
+                }
+            }
+        },
         Request::Version => reply::version(out, VERSION),
         Request::Quit => {}
     }
@@ -203,6 +243,11 @@ fn on_key<T>(locked: &mut Locked, session: &mut Session<'_>, act: impl FnOnce(&m
     let outcome = act(in_pool(locked, pool));
     locked.pools.drop_if_idle(pool);
     Some(outcome)
+}
+
+/// Whether the connection's grant (if authentication is on) does not allow `pool`.
+fn forbidden(session: &Session<'_>, pool: &str) -> bool {
+    session.grant.as_ref().is_some_and(|grant| !grant.allows(pool))
 }
 
 /// Writes a lease reply in the form the request asked for.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::pool::PoolConfig;
 
 pub use state::Shared;
@@ -47,6 +48,8 @@ pub struct Config {
     pub max_secret: usize,
     /// The most pools at once.
     pub max_pools: usize,
+    /// Who may connect: off (the default) lets every client in.
+    pub auth: Arc<Authenticator>,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             max_block: Duration::from_secs(3600),
             max_secret: 1024,
             max_pools: 10_000,
+            auth: Arc::new(Authenticator::disabled()),
         }
     }
 }

@@ -6,9 +6,13 @@
 //! given back however the connection ends: QUIT, the client vanishing, a protocol error, shutdown, or an
 //! I/O error that unwinds the task. So the cleanup lives in `Drop`, where no return path can skip it.
 
+use crate::auth::Grant;
 use crate::pool::{HolderId, PoolRef, Pools, WaitTicket, DEFAULT_POOL};
 
 use super::Shared;
+
+/// Failed AUTHs after which the connection is closed: enough for a typo, too few to guess tokens.
+pub const MAX_AUTH_FAILURES: u32 = 3;
 
 /// How the reply to a lease request is spelled.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -34,6 +38,10 @@ pub struct Session<'a> {
     /// skip the lookup by name).
     pool_name: String,
     pool: Option<PoolRef>,
+    /// What the connection's AUTH allows; `None` before a successful AUTH.
+    pub grant: Option<Grant>,
+    /// Failed AUTHs so far; the connection is closed at [`MAX_AUTH_FAILURES`].
+    pub auth_failures: u32,
     /// Set by AUTOREL.
     pub autorel: bool,
     /// With AUTOREL: the holder list of each pool this connection leased from. A connection uses few
@@ -50,6 +58,8 @@ impl<'a> Session<'a> {
             shared,
             pool_name: DEFAULT_POOL.to_string(),
             pool: None,
+            grant: None,
+            auth_failures: 0,
             autorel: false,
             holders: Vec::new(),
             waiting: None,
