@@ -45,6 +45,9 @@ pub struct Config {
     pub max_block: Duration,
     /// The longest secret ADD accepts, in bytes.
     pub max_secret: usize,
+    /// How long a connection may stay silent, with no reply owed to it, before it is closed; `None` never
+    /// closes one for that.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             max_wait: Duration::from_secs(300),
             max_block: Duration::from_secs(3600),
             max_secret: 1024,
+            idle_timeout: None,
         }
     }
 }
