@@ -251,7 +251,10 @@ impl IdleTimer {
     async fn expired(&mut self) {
         loop {
             (&mut self.sleep).await;
-            let due = self.quiet_since + self.timeout;
+            // Beyond the clock's range (a timeout of millions of years) it never expires.
+            let Some(due) = self.quiet_since.checked_add(self.timeout) else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= due {
                 return;
             }
