@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -164,27 +165,68 @@ async fn without_an_idle_timeout_a_silent_connection_stays_open() {
 
 // ---- the binary's flag ----
 
-/// The daemon on a free port with `args` (and `env`), killed when dropped.
+/// The daemon, killed when dropped.
 struct Daemon {
     child: Child,
     addr: SocketAddr,
+    /// The idle timeout it reports in its "keypool listening" log line (`200ms`, `off`).
+    idle_timeout: String,
 }
 
 impl Daemon {
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+    /// Starts the binary on a port of its choosing with `args` and `env` (and no other `KEYPOOL_*`
+    /// variable), and reads the address from its log: probing a port picked beforehand could reach
+    /// another test's server if the daemon lost that port to it.
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keypool"));
-        command.arg("--listen").arg(addr.to_string()).args(args).stdin(Stdio::null()).stdout(Stdio::null());
-        command.stderr(Stdio::null()).env_remove("KEYPOOL_IDLE_TIMEOUT").envs(env.iter().copied());
-        let daemon = Daemon { child: command.spawn().expect("spawn keypool"), addr };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "keypool did not start listening on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        command.args(["--listen", "127.0.0.1:0"]).args(args).env("RUST_LOG", "info");
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("KEYPOOL_") {
+                command.env_remove(name);
+            }
         }
-        daemon
+        command.envs(env.iter().copied());
+        let mut child = command.spawn().expect("spawn keypool");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines, logged) = std::sync::mpsc::channel();
+        // Reads the log to its end, so that the daemon never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = logged.recv_timeout(left).expect("keypool logged no \"keypool listening\" line within 5s");
+            let line = without_colours(&line);
+            if !line.contains("keypool listening") {
+                continue;
+            }
+            let field = |name: &str| {
+                let prefix = format!("{name}=");
+                let value = line.split_whitespace().find_map(|word| word.strip_prefix(prefix.as_str()));
+                value.unwrap_or_else(|| panic!("no {name} in {line:?}")).to_string()
+            };
+            let addr = field("addr").parse().expect("a socket address");
+            return Daemon { child, addr, idle_timeout: field("idle_timeout") };
+        }
     }
+}
+
+/// `line` without ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 impl Drop for Daemon {
@@ -196,23 +238,20 @@ impl Drop for Daemon {
 
 #[tokio::test]
 async fn the_idle_timeout_flag_and_variable_take_effect() {
-    let daemon = Daemon::start(&["--idle-timeout", "200ms"], &[]).await;
-    let mut c = Client::connect(daemon.addr).await;
-    let since = Instant::now();
-    assert_eq!(c.cmd("PING").await, "PONG");
-    expect_closed_for_idleness(&mut c, since).await;
-    drop(daemon);
-
-    let daemon = Daemon::start(&[], &[("KEYPOOL_IDLE_TIMEOUT", "200ms")]).await;
-    let mut c = Client::connect(daemon.addr).await;
-    let since = Instant::now();
-    assert_eq!(c.cmd("PING").await, "PONG");
-    expect_closed_for_idleness(&mut c, since).await;
-    drop(daemon);
+    for (args, env) in [(&["--idle-timeout", "200ms"][..], &[][..]), (&[], &[("KEYPOOL_IDLE_TIMEOUT", "200ms")])] {
+        let daemon = Daemon::start(args, env);
+        assert_eq!(daemon.idle_timeout, "200ms", "{args:?} {env:?}");
+        let mut c = Client::connect(daemon.addr).await;
+        let since = Instant::now();
+        assert_eq!(c.cmd("PING").await, "PONG");
+        expect_closed_for_idleness(&mut c, since).await;
+    }
 
     // 0s is off, as is the default.
-    for (args, env) in [(&["--idle-timeout", "0s"][..], &[][..]), (&[], &[("KEYPOOL_IDLE_TIMEOUT", "0ms")])] {
-        let daemon = Daemon::start(args, env).await;
+    for (args, env) in [(&["--idle-timeout", "0s"][..], &[][..]), (&[], &[("KEYPOOL_IDLE_TIMEOUT", "0ms")]), (&[], &[])]
+    {
+        let daemon = Daemon::start(args, env);
+        assert_eq!(daemon.idle_timeout, "off", "{args:?} {env:?}");
         let mut c = Client::connect(daemon.addr).await;
         c.expect_silence(IDLE * 2).await;
         assert_eq!(c.cmd("PING").await, "PONG", "{args:?} {env:?}");
