@@ -84,6 +84,10 @@ struct Flags {
     /// machine that can reach the port could take every key.
     #[arg(long, env = "KEYPOOL_INSECURE_OPEN")]
     insecure_open: bool,
+    /// Close a connection that has sent nothing for this long and is owed no reply (e.g. 30s, 5m); one
+    /// waiting for a key, or still being sent its replies, is not idle. 0s: never.
+    #[arg(long, env = "KEYPOOL_IDLE_TIMEOUT", default_value = "0s", value_parser = duration_or_zero)]
+    idle_timeout: Duration,
 
     /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime, the fastest
     /// choice on one core). Default: one per CPU core the process may run on.
@@ -104,6 +108,10 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(error) => Err(error.to_string()),
     }
+}
+
+fn duration_or_zero(text: &str) -> Result<Duration, String> {
+    duration::parse(text).map_err(|error| error.to_string())
 }
 
 fn main() -> Result<()> {
@@ -143,6 +151,7 @@ fn main() -> Result<()> {
         max_wait: flags.max_wait,
         max_block: flags.max_block,
         max_secret: flags.max_secret.map_or(DEFAULT_MAX_SECRET.min(max_line - ADD_OVERHEAD), |n| n as usize),
+        idle_timeout: Some(flags.idle_timeout).filter(|timeout| !timeout.is_zero()),
     };
     if config.max_secret + ADD_OVERHEAD > max_line {
         bail!(
@@ -176,6 +185,7 @@ fn main() -> Result<()> {
             max_wait = %duration::format(config.max_wait),
             max_block = %duration::format(config.max_block),
             max_secret = config.max_secret,
+            idle_timeout = %config.idle_timeout.map_or_else(|| "off".to_string(), duration::format),
             threads,
             auth = auth.is_enabled(),
             version = env!("CARGO_PKG_VERSION"),

@@ -7,10 +7,13 @@
 //! - [`framing`] finds complete lines in a read buffer and enforces the line-length limit;
 //! - [`request`] turns one line into a [`Request`] or a [`RequestError`];
 //! - [`reply`] appends reply lines to an output buffer;
-//! - [`duration`] reads and writes durations such as `250ms`, `60s` and `5m`.
+//! - [`duration`] reads and writes durations such as `250ms`, `60s` and `5m`;
+//! - [`codec`] runs framing and parsing over a read buffer, answering malformed lines, as a connection
+//!   does (property-tested and fuzzed over arbitrary bytes).
 //!
 //! Keeping it free of I/O lets it be unit-tested, benchmarked and fuzzed on plain byte slices.
 
+pub mod codec;
 pub mod duration;
 pub mod framing;
 pub mod reply;

@@ -11,14 +11,20 @@
 //! wait runs out. Later requests stay buffered, so replies keep their order. Meanwhile the connection
 //! keeps reading (up to [`WAITING_INPUT_LIMIT`]) only to notice a client that hangs up, whose wait is
 //! then withdrawn.
+//!
+//! With `--idle-timeout`, a connection is closed once it has sent nothing for that long while the server
+//! owed it nothing: the [`IdleTimer`] runs only while the loop waits to read the next request, so a
+//! connection that waits for a key, or whose replies are still being written, is never idle.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{execute, lease_reply, Executed};
@@ -82,6 +88,7 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     let mut session = Session::new(shared);
+    let mut idle = shared.config.idle_timeout.map(IdleTimer::new);
     loop {
         let progress = answer_buffered(shared, &mut session, &mut input, &mut output, max_line);
         if !output.is_empty() {
@@ -110,10 +117,18 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
             return close(socket, session).await;
         }
         input.reserve(READ_CHUNK);
+        // Every request so far is answered and its reply written: from here on the client is silent.
+        if let Some(idle) = idle.as_mut() {
+            idle.restart();
+        }
         let read = tokio::select! {
             biased;
             read = socket.read_buf(&mut input) => read?,
             () = &mut stopped => return close(socket, session).await,
+            () = expired(&mut idle) => {
+                tracing::debug!(peer = ?socket.peer_addr().ok(), "closing a connection idle for --idle-timeout");
+                return close(socket, session).await;
+            }
         };
         if read == 0 {
             // The client hung up; a partial last line is dropped unanswered.
@@ -228,6 +243,52 @@ fn poll_wait(shared: &Shared, waiting: &Waiting, cx: &mut std::task::Context<'_>
         locked.pools.drop_if_idle(waiting.pool);
     }
     outcome
+}
+
+/// The `--idle-timeout` clock of one connection.
+///
+/// Restarting it is only a clock read: the loop restarts it before every read, and re-arming a timer that
+/// often would cost more than the reads. The one `Sleep` instead keeps the deadline it was last armed
+/// with; when that passes, it is moved to the real deadline if the connection was heard from meanwhile.
+struct IdleTimer {
+    timeout: Duration,
+    /// Since when the client has been silent with no reply owed to it.
+    quiet_since: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        IdleTimer { timeout, quiet_since: Instant::now(), sleep: Box::pin(tokio::time::sleep(timeout)) }
+    }
+
+    fn restart(&mut self) {
+        self.quiet_since = Instant::now();
+    }
+
+    /// Completes once the client has been silent for the whole timeout. Cancel-safe: dropping it mid-wait
+    /// loses nothing, and the next call goes on from the same deadline.
+    async fn expired(&mut self) {
+        loop {
+            (&mut self.sleep).await;
+            // Beyond the clock's range (a timeout of millions of years) it never expires.
+            let Some(due) = self.quiet_since.checked_add(self.timeout) else {
+                return std::future::pending().await;
+            };
+            if Instant::now() >= due {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
+}
+
+/// [`IdleTimer::expired`], or never without a timer (no `--idle-timeout`).
+async fn expired(idle: &mut Option<IdleTimer>) {
+    match idle {
+        Some(idle) => idle.expired().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn line_too_long(output: &mut BytesMut) -> Progress {

@@ -50,6 +50,9 @@ pub struct Config {
     pub max_pools: usize,
     /// Who may connect: off (the default) lets every client in.
     pub auth: Arc<Authenticator>,
+    /// How long a connection may stay silent, with no reply owed to it, before it is closed; `None` never
+    /// closes one for that.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             max_secret: 1024,
             max_pools: 10_000,
             auth: Arc::new(Authenticator::disabled()),
+            idle_timeout: None,
         }
     }
 }
