@@ -17,11 +17,12 @@
 //! connection that waits for a key, or whose replies are still being written, is never idle.
 
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -31,8 +32,8 @@ use super::execute::{execute, lease_reply, Executed};
 use super::session::{Session, Waiting};
 use super::Shared;
 use crate::pool::Grant;
-use crate::protocol::framing::{self, Line, LineTooLong};
-use crate::protocol::{reply, Request, RequestError};
+use crate::protocol::codec::{self, Stopped};
+use crate::protocol::{reply, Request};
 
 /// What a connection buffers before its first read, and how much room it makes before each read.
 const READ_CHUNK: usize = 4096;
@@ -146,47 +147,26 @@ fn answer_buffered(
     output: &mut BytesMut,
     max_line: usize,
 ) -> Progress {
-    let mut line = match framing::next_line(input, max_line) {
-        Ok(Some(line)) => line,
-        Ok(None) => return Progress::NeedInput,
-        Err(LineTooLong) => return line_too_long(output),
-    };
-    let mut locked = shared.lock();
-    loop {
-        let Line { len, consumed } = line;
-        let ended = match Request::parse(&input[..len]) {
-            Ok(Some(Request::Quit)) => {
-                locked.count(Request::Quit.command());
-                Some(Progress::Quit)
-            }
-            Ok(Some(request)) => match execute(request, &mut locked, shared, session, output) {
-                Executed::Answered => None,
-                Executed::Waits => Some(Progress::Waiting),
-                Executed::Close => Some(Progress::Refused),
-            },
-            Ok(None) => None,
-            Err(error @ RequestError::UnknownCommand(_)) => {
-                reply::error(output, &error.to_string());
-                None
-            }
-            Err(RequestError::BadArguments(message)) => {
-                reply::client_error(output, &message);
-                None
-            }
-        };
-        // Only now: a request borrows its line (ADD's secret is a slice of it) until it is answered.
-        input.advance(consumed);
-        if let Some(progress) = ended {
-            return progress;
+    // Framing, parsing and the replies to malformed lines are the codec's, the same code the proptest
+    // and the fuzzer run; the lock is taken at the first well-formed request, and only once.
+    let mut locked = None;
+    let stopped = codec::answer_lines(input, max_line, output, |request, output| {
+        let locked = locked.get_or_insert_with(|| shared.lock());
+        if let Request::Quit = request {
+            locked.count(request.command());
+            return ControlFlow::Break(Progress::Quit);
         }
-        if output.len() >= OUTPUT_HIGH_WATER {
-            return Progress::OutputFull;
+        match execute(request, locked, shared, session, output) {
+            Executed::Answered if output.len() >= OUTPUT_HIGH_WATER => ControlFlow::Break(Progress::OutputFull),
+            Executed::Answered => ControlFlow::Continue(()),
+            Executed::Waits => ControlFlow::Break(Progress::Waiting),
+            Executed::Close => ControlFlow::Break(Progress::Refused),
         }
-        line = match framing::next_line(input, max_line) {
-            Ok(Some(line)) => line,
-            Ok(None) => return Progress::NeedInput,
-            Err(LineTooLong) => return line_too_long(output),
-        };
+    });
+    match stopped {
+        Stopped::NeedInput => Progress::NeedInput,
+        Stopped::LineTooLong => Progress::LineTooLong,
+        Stopped::Break(progress) => progress,
     }
 }
 
@@ -289,11 +269,6 @@ async fn expired(idle: &mut Option<IdleTimer>) {
         Some(idle) => idle.expired().await,
         None => std::future::pending().await,
     }
-}
-
-fn line_too_long(output: &mut BytesMut) -> Progress {
-    reply::client_error(output, &LineTooLong.to_string());
-    Progress::LineTooLong
 }
 
 /// Completes [`SHUTDOWN_GRACE`] after `stop` is cancelled.
