@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keypool::pool::PoolConfig;
@@ -76,6 +78,53 @@ pub async fn close_and_stop(handle: Handle, clients: impl IntoIterator<Item = Cl
 /// Milliseconds since the Unix epoch, by the system clock.
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_millis() as u64
+}
+
+/// Seconds since the Unix epoch, by the system clock: the unit of a JWT's `exp`.
+pub fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("the clock is after 1970").as_secs()
+}
+
+/// A directory of its own under the system temp directory, removed with everything in it on drop: for
+/// the tokens files and JWT secret files a server reads from disk. (The crate has no `tempfile`
+/// dependency, and a unique path is all these tests need.)
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a new, empty directory whose name has `label`, this process's id and a counter in it.
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("keypool-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let path = std::env::temp_dir().join(name);
+        // Left over from a killed run of a process with the same id: start from nothing.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|error| panic!("create {}: {error}", path.display()));
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the file `name` in the directory and returns its path. The contents replace the old ones
+    /// whole (written aside, then renamed over, as an editor or a config tool would), so a reader that
+    /// races the write sees the old file or the new one, never half of it.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path.join(name);
+        let staging = self.path.join(format!(".{name}.staging"));
+        std::fs::write(&staging, contents).unwrap_or_else(|error| panic!("write {}: {error}", staging.display()));
+        std::fs::rename(&staging, &path).unwrap_or_else(|error| panic!("rename to {}: {error}", path.display()));
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 /// Panics unless `id` is a well-formed key id: 24 ASCII letters and digits.
