@@ -172,6 +172,9 @@ fn main() -> Result<()> {
     .context("cannot start the tokio runtime")?;
 
     runtime.block_on(async {
+        // Watch for SIGHUP before the port opens: from then on someone may send it, and its default
+        // action would end the daemon.
+        let reloads = reload_on_sighup(Arc::clone(&auth));
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
         tracing::info!(
@@ -191,7 +194,7 @@ fn main() -> Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "keypool listening"
         );
-        tokio::spawn(reload_on_sighup(Arc::clone(&auth)));
+        tokio::spawn(reloads);
         server::run(listener, config, shutdown_signal()).await;
         tracing::info!("keypool stopped");
         Ok(())
@@ -209,27 +212,31 @@ fn resolve(listen: &str) -> Result<SocketAddr> {
 }
 
 /// Re-reads the `--auth-tokens` file on every SIGHUP. A file that does not parse is reported and the
-/// tokens already loaded stay in force, so a typo cannot lock everyone out (or let everyone in).
-async fn reload_on_sighup(auth: Arc<Authenticator>) {
+/// tokens already loaded stay in force, so a typo cannot lock everyone out (or let everyone in). The
+/// signal handler is installed when this is called, not when the future first runs.
+fn reload_on_sighup(auth: Arc<Authenticator>) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot watch for SIGHUP; the tokens file will not be reloaded");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match auth.reload_tokens() {
-                Ok(Some(tokens)) => tracing::info!(tokens, "SIGHUP: reloaded the tokens file"),
-                Ok(None) => tracing::info!("SIGHUP: no --auth-tokens file to reload"),
-                Err(error) => {
-                    tracing::error!(%error, "SIGHUP: the tokens file is not valid; keeping the tokens loaded before")
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hangups) = hangups else {
+                tracing::warn!("cannot watch for SIGHUP; the tokens file will not be reloaded");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match auth.reload_tokens() {
+                    Ok(Some(tokens)) => tracing::info!(tokens, "SIGHUP: reloaded the tokens file"),
+                    Ok(None) => tracing::info!("SIGHUP: no --auth-tokens file to reload"),
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the tokens file is not valid; keeping the tokens loaded before")
+                    }
                 }
             }
         }
+        #[cfg(not(unix))]
+        let _ = auth;
     }
-    #[cfg(not(unix))]
-    let _ = auth;
 }
 
 /// Completes on the first SIGINT or SIGTERM.
