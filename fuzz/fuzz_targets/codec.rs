@@ -57,7 +57,7 @@ fn stand_in(request: Request<'_>, out: &mut BytesMut) -> ControlFlow<Pause> {
             reply::stat_text(out, "id", id.as_str());
             reply::end(out);
         }
-        Request::Stats => {
+        Request::Stats { .. } => {
             reply::stat(out, "keys", 1);
             reply::end(out);
         }
