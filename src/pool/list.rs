@@ -102,6 +102,25 @@ impl<Tag> List<Tag> {
         Some(head)
     }
 
+    /// The entries from head to tail, checking every back link, the tail and the length on the way;
+    /// `links` reads an entry's links of this list. O(len): for tests.
+    #[cfg(test)]
+    pub fn walk<T>(&self, entries: &Slab<T>, links: impl Fn(&T) -> Links) -> Vec<u32> {
+        let mut walked = Vec::new();
+        let mut previous = NIL;
+        let mut cursor = self.head;
+        while cursor != NIL {
+            let Links { prev, next } = links(&entries[cursor as usize]);
+            assert_eq!(prev, previous, "the back link of {cursor}");
+            walked.push(cursor);
+            previous = cursor;
+            cursor = next;
+        }
+        assert_eq!(previous, self.tail, "the tail is the last entry");
+        assert_eq!(walked.len(), self.len, "the length is counted right");
+        walked
+    }
+
     /// Moves `at`, which must be on this list, to the tail.
     pub fn move_to_back<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
         if self.tail != at {

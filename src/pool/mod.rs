@@ -1226,20 +1226,14 @@ impl Pool {
         }
         assert_eq!(delayed, self.delayed, "the delayed count is right");
         assert_eq!(with_secret, self.secrets.len(), "every secret belongs to a key");
-        let mut walked = 0;
-        let mut previous: Option<Slot> = None;
-        let mut cursor = self.keepalive.head();
-        while let Some(slot) = cursor {
-            let record = &self.keys[slot as usize];
-            assert_eq!(record.links.prev, previous.unwrap_or(NIL));
-            if let Some(previous) = previous {
-                assert!(self.keys[previous as usize].alive_until <= record.alive_until, "list sorted");
-            }
-            walked += 1;
-            previous = Some(slot);
-            cursor = (record.links.next != NIL).then_some(record.links.next);
-        }
-        assert_eq!(walked, on_list, "every key that follows the pool's window is on the keep-alive list once");
+        let by_deadline = self.keepalive.walk(&self.keys, |record| record.links);
+        let alive_until = |slot: &u32| self.keys[*slot as usize].alive_until;
+        assert!(by_deadline.windows(2).all(|pair| alive_until(&pair[0]) <= alive_until(&pair[1])), "list sorted");
+        assert_eq!(
+            by_deadline.len(),
+            on_list,
+            "every key that follows the pool's window is on the keep-alive list once"
+        );
         if let Some(head) = self.keepalive.head() {
             let timer = self.keepalive_timer.as_ref().expect("a non-empty list has its timer armed");
             let head_deadline = self.clock.instant(self.keys[head as usize].alive_until);
@@ -1261,37 +1255,22 @@ impl Pool {
                 assert!(matches!(lease.timing, Timing::Timer(_)), "a delay has its own timer");
             }
         }
-        let mut walked = 0;
-        let mut previous: Option<u32> = None;
-        let mut cursor = self.block_list.head();
-        while let Some(at) = cursor {
-            let lease = &self.leases[at as usize];
-            assert_eq!(lease.timing, Timing::BlockList);
-            assert_eq!(lease.block_links.prev, previous.unwrap_or(NIL));
-            if let Some(previous) = previous {
-                assert!(self.leases[previous as usize].until <= lease.until, "block list sorted");
-            }
-            walked += 1;
-            previous = Some(at);
-            cursor = (lease.block_links.next != NIL).then_some(lease.block_links.next);
-        }
-        assert_eq!(walked, on_block_list, "every lease timed by the block list is on it once");
+        let by_deadline = self.block_list.walk(&self.leases, |lease| lease.block_links);
+        assert!(by_deadline.iter().all(|&at| self.leases[at as usize].timing == Timing::BlockList));
+        let until = |at: &u32| self.leases[*at as usize].until;
+        assert!(by_deadline.windows(2).all(|pair| until(&pair[0]) <= until(&pair[1])), "block list sorted");
+        assert_eq!(by_deadline.len(), on_block_list, "every lease timed by the block list is on it once");
         if let Some(head) = self.block_list.head() {
             let timer = self.block_timer.as_ref().expect("a non-empty block list has its timer armed");
             let head_deadline = self.clock.instant(self.leases[head as usize].until);
             assert!(self.timers.deadline(timer) <= head_deadline, "the block timer is armed no later than the head");
         }
         for (holder, Holder { leases: list, .. }) in &self.holders {
-            let mut cursor = list.head();
-            let mut count = 0;
-            while let Some(lease) = cursor {
+            for lease in list.walk(&self.leases, |lease| lease.links) {
                 let entry = &self.leases[lease as usize];
                 assert_eq!(entry.holder, holder as u32, "a lease is on its own holder's list");
                 assert_eq!(self.keys[entry.slot as usize].place, Place::Blocked { lease });
-                count += 1;
-                cursor = (entry.links.next != NIL).then_some(entry.links.next);
             }
-            assert_eq!(count, list.len());
         }
         let mut waiting = 0;
         for (_, waiter) in &self.waiters {
@@ -1303,6 +1282,9 @@ impl Pool {
             }
         }
         assert_eq!(waiting, self.wait_queue.len(), "every waiting request is queued once");
+        for waiter in self.wait_queue.walk(&self.waiters, |waiter| waiter.links) {
+            assert!(matches!(self.waiters[waiter as usize].state, WaitState::Waiting), "only waiting requests queue");
+        }
     }
 }
 
