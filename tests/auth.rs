@@ -186,6 +186,11 @@ async fn before_auth_every_gated_command_gets_noauth_and_does_nothing() {
     assert_eq!(c.cmd(&format!("AUTH {ROOT}")).await, "OK");
     assert_eq!(c.all_pools().await, BTreeMap::new());
     assert_eq!(c.stat("keys").await, 0);
+    // Refused requests were not served, so they count under no command.
+    for counter in ["cmd_gen", "cmd_get", "cmd_del", "cmd_use"] {
+        assert_eq!(c.stat(counter).await, 0, "{counter} counts a request refused before AUTH");
+    }
+    assert_eq!(c.stat("cmd_pools").await, 1, "only the POOLS after AUTH counts");
     server.stop([c]).await;
 }
 

@@ -41,16 +41,17 @@ pub fn execute(
     out: &mut BytesMut,
 ) -> Executed {
     tracing::debug!(?request, pool = session.pool_name(), "request");
-    locked.count(request.command());
     let config = &shared.config;
     let auth_on = config.auth.is_enabled();
     if auth_on
         && session.grant.is_none()
         && !matches!(request, Request::Auth { .. } | Request::Health | Request::Version)
     {
+        // Refused, not served: it counts under no command.
         reply::error(out, "NOAUTH authentication required");
         return Executed::Answered;
     }
+    locked.count(request.command());
     match request {
         Request::Gen { count } => {
             let Some(pool) = pool_to_fill(locked, shared, session, out) else {
