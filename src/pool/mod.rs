@@ -1065,13 +1065,21 @@ impl Pool {
 
     /// Arms the block list's head timer, as [`Self::arm_keepalive_timer_if_idle`] does for keep-alive.
     fn arm_block_timer_if_idle(&mut self, base: Millis) {
-        if self.block_timer.is_some() {
-            return;
-        }
-        if let Some(head) = self.block_list.head() {
-            let at = self.leases[head as usize].until;
-            self.block_timer = Some(self.arm(Timer::BlockHead, at, base));
-        }
+        let head_deadline = self.block_list.head().map(|head| self.leases[head as usize].until);
+        self.block_timer = self.arm_head_timer(self.block_timer, head_deadline, Timer::BlockHead, base);
+    }
+
+    /// The timer of a deadline-sorted list's head: `armed` if it is armed (then it is armed no later than
+    /// the head's deadline, which is all the invariant asks), else a new one for `head_deadline`, or none
+    /// when the list is empty.
+    fn arm_head_timer(
+        &mut self,
+        armed: Option<delay_queue::Key>,
+        head_deadline: Option<Millis>,
+        timer: Timer,
+        base: Millis,
+    ) -> Option<delay_queue::Key> {
+        armed.or_else(|| head_deadline.map(|at| self.arm(timer, at, base)))
     }
 
     /// Removes an entry of the lease table, taking it off its holder's list and out of the delayed count.
@@ -1162,16 +1170,11 @@ impl Pool {
         work
     }
 
-    /// Arms the keep-alive timer for the head's deadline, unless it is already armed (then it is armed
-    /// no later than the head's deadline, which is all the invariant asks) or the list is empty.
+    /// Arms the keep-alive timer for the head's deadline, unless it is already armed or the list is
+    /// empty (see [`Self::arm_head_timer`]).
     fn arm_keepalive_timer_if_idle(&mut self, base: Millis) {
-        if self.keepalive_timer.is_some() {
-            return;
-        }
-        if let Some(head) = self.keepalive.head() {
-            let at = self.keys[head as usize].alive_until;
-            self.keepalive_timer = Some(self.arm(Timer::KeepaliveHead, at, base));
-        }
+        let head_deadline = self.keepalive.head().map(|head| self.keys[head as usize].alive_until);
+        self.keepalive_timer = self.arm_head_timer(self.keepalive_timer, head_deadline, Timer::KeepaliveHead, base);
     }
 }
 
