@@ -156,6 +156,15 @@ async fn help_exits_zero_and_lists_every_flag() {
         "--max-keys",
         "--max-connections",
         "--max-line",
+        "--max-pools",
+        "--max-wait",
+        "--max-block",
+        "--max-secret",
+        "--idle-timeout",
+        "--auth-tokens",
+        "--jwt-secret-file",
+        "--jwt-audience",
+        "--insecure-open",
         "--threads",
     ] {
         assert!(stdout.contains(flag), "--help does not mention {flag}:\n{stdout}");
@@ -172,7 +181,7 @@ async fn version_flag_reports_the_crate_version() {
 #[tokio::test]
 async fn invalid_flag_values_exit_non_zero_with_a_helpful_message() {
     // (arguments, words the message must contain)
-    let cases: [(&[&str], &[&str]); 12] = [
+    let cases: [(&[&str], &[&str]); 17] = [
         (&["--block-timeout", "60"], &["--block-timeout", "unit"]),
         (&["--keepalive-timeout", "60"], &["--keepalive-timeout", "unit"]),
         (&["--block-timeout", "0s"], &["--block-timeout", "zero"]),
@@ -185,6 +194,12 @@ async fn invalid_flag_values_exit_non_zero_with_a_helpful_message() {
         (&["--max-line", "63"], &["--max-line"]),
         (&["--max-line", "1048577"], &["--max-line"]),
         (&["--no-such-flag"], &["--no-such-flag"]),
+        (&["--max-wait", "60"], &["--max-wait", "unit"]),
+        (&["--max-block", "0s"], &["--max-block", "zero"]),
+        (&["--max-pools", "0"], &["--max-pools"]),
+        (&["--max-secret", "0"], &["--max-secret"]),
+        // 33 bytes of secret plus ADD and a keep-alive do not fit in a 64-byte line.
+        (&["--max-line", "64", "--max-secret", "33"], &["--max-secret", "--max-line"]),
     ];
     for (args, words) in cases {
         let (status, stdout, stderr) = run_to_exit(args).await;
@@ -241,6 +256,18 @@ async fn a_daemon_stopped_with_no_clients_exits_at_once() {
 }
 
 #[tokio::test]
+async fn max_secret_shrinks_to_what_max_line_leaves_room_for() {
+    let mut daemon = Daemon::start(&["--max-line", "100"]).await;
+    let mut c = Client::connect(daemon.addr).await;
+    assert_eq!(c.stat("max_secret_bytes").await, 100 - 32, "ADD and a keep-alive need 32 bytes of the line");
+    let secret = "s".repeat(68);
+    assert!(c.cmd(&format!("ADD {secret}")).await.starts_with("KEY "), "the longest secret fits");
+    assert_eq!(c.cmd(&format!("ADD {secret}x")).await, "CLIENT_ERROR secret is longer than the maximum, 68 bytes");
+    drop(c);
+    daemon.stop_with("TERM").await;
+}
+
+#[tokio::test]
 async fn every_flag_takes_effect_on_the_wire() {
     let mut daemon = Daemon::start(&[
         "--block-timeout",
@@ -253,6 +280,14 @@ async fn every_flag_takes_effect_on_the_wire() {
         "2",
         "--max-line",
         "128",
+        "--max-pools",
+        "7",
+        "--max-wait",
+        "2m",
+        "--max-block",
+        "30m",
+        "--max-secret",
+        "40",
         "--threads",
         "2",
     ])
@@ -264,6 +299,10 @@ async fn every_flag_takes_effect_on_the_wire() {
     assert_eq!(num(&stats, "block_timeout_ms"), 250);
     assert_eq!(num(&stats, "keepalive_timeout_ms"), 300_000);
     assert_eq!(num(&stats, "max_keys"), 100);
+    assert_eq!(num(&stats, "max_pools"), 7);
+    assert_eq!(num(&stats, "max_wait_ms"), 120_000);
+    assert_eq!(num(&stats, "max_block_ms"), 1_800_000);
+    assert_eq!(num(&stats, "max_secret_bytes"), 40);
 
     // --max-keys
     assert_eq!(c.cmd("GEN 101").await, "SERVER_ERROR pool full");
