@@ -12,11 +12,14 @@
 //! - [`protocol`]: request parsing and reply writing over byte buffers. No I/O, no engine.
 //! - [`server`]: the listener, the connection loop, and the expiry task that wire the two together.
 //! - [`auth`]: static tokens and JWTs, checked for `AUTH`, and the pools each one grants. No sockets.
+//! - [`persist`]: the snapshot and append-only log in `--data-dir`, and recovery from them. Knows the
+//!   engine's change records, not the server.
 //!
 //! The daemon binary (`src/bin/keypool.rs`) turns flags into a [`server::Config`] and calls
 //! [`server::run`].
 
 pub mod auth;
+pub mod persist;
 pub mod pool;
 pub mod protocol;
 pub mod server;

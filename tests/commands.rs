@@ -394,7 +394,7 @@ async fn stats_reports_every_field_with_sane_values() {
     let unique: HashSet<&str> = names.iter().copied().collect();
     assert_eq!(unique.len(), names.len(), "a STAT name repeats: {names:?}");
     for (name, value) in &pairs {
-        if name != "version" {
+        if name != "version" && name != "persistence" {
             assert!(value.parse::<u64>().is_ok(), "STAT {name} {value:?} is not a whole number");
         }
     }
@@ -405,6 +405,7 @@ async fn stats_reports_every_field_with_sane_values() {
     let time = num(&stats, "time");
     assert!(time.abs_diff(now_s) <= 2, "time {time} is not the current Unix time in seconds ({now_s})");
     assert_eq!(stats["version"], VERSION);
+    assert_eq!(stats["persistence"], "off", "no --data-dir");
     assert_eq!((num(&stats, "keys"), num(&stats, "keys_free"), num(&stats, "keys_blocked")), (5, 4, 1));
     assert_eq!(num(&stats, "max_keys"), 12_345);
     assert_eq!(num(&stats, "block_timeout_ms"), 1500);

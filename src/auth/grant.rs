@@ -16,6 +16,11 @@ pub enum Grant {
 }
 
 impl Grant {
+    /// Whether this grant covers every pool: what commands that act on the whole daemon need.
+    pub fn allows_every_pool(&self) -> bool {
+        matches!(self, Grant::AnyPool)
+    }
+
     /// Whether a connection holding this grant may use `pool`. Says nothing of whether `pool` is a valid
     /// name: the server checks that first, so that a bad name gets its own error rather than `forbidden`.
     pub fn allows(&self, pool: &str) -> bool {

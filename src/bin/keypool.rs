@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use keypool::auth::{Authenticator, JwtVerifier};
+use keypool::persist::{self, Fsync};
 use keypool::pool::{PoolConfig, MAX_POOL_KEYS};
 use keypool::protocol::duration;
 use keypool::server::{self, Config};
@@ -89,6 +90,28 @@ struct Flags {
     #[arg(long, env = "KEYPOOL_IDLE_TIMEOUT", default_value = "0s", value_parser = duration_or_zero)]
     idle_timeout: Duration,
 
+    /// Keep the keys on disk in this directory (created if missing): a snapshot and a log of every
+    /// change, replayed at start-up. Without it, everything is in memory and gone at exit.
+    #[arg(long, env = "KEYPOOL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// When the log is synced to disk: `always` before every reply to a change (nothing acknowledged is
+    /// lost; connections share syncs), `everysec` once a second (a power cut loses up to a second), `no`
+    /// when the OS likes. Needs --data-dir.
+    #[arg(long, env = "KEYPOOL_FSYNC", default_value = "everysec", value_parser = ["always", "everysec", "no"], requires = "data_dir")]
+    fsync: String,
+
+    /// Compact the log (write a new snapshot, start a new log) once it is larger than this and twice the
+    /// live data (e.g. 64MiB, 1GiB, 500000). Needs --data-dir.
+    #[arg(long, env = "KEYPOOL_COMPACT_MIN", default_value = "64MiB", value_parser = byte_size, requires = "data_dir")]
+    compact_min: u64,
+
+    /// Start even if a file in --data-dir is damaged before its end: keep what comes before the damage
+    /// and drop the rest (the log says how much). Without it, the daemon refuses to start and names the
+    /// file and offset.
+    #[arg(long, env = "KEYPOOL_RECOVER_TRUNCATE", requires = "data_dir")]
+    recover_truncate: bool,
+
     /// Worker threads; 1 runs everything on one thread (tokio's current-thread runtime, the fastest
     /// choice on one core). Default: one per CPU core the process may run on.
     #[arg(long, env = "KEYPOOL_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -112,6 +135,21 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 fn duration_or_zero(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|error| error.to_string())
+}
+
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB (or K, M, G, also powers of 1024).
+fn byte_size(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err(format!("{text:?}: expected a size such as 500000, 64MiB or 1GiB")),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?}: expected a size such as 500000, 64MiB or 1GiB"))?;
+    number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn main() -> Result<()> {
@@ -152,6 +190,12 @@ fn main() -> Result<()> {
         max_block: flags.max_block,
         max_secret: flags.max_secret.map_or(DEFAULT_MAX_SECRET.min(max_line - ADD_OVERHEAD), |n| n as usize),
         idle_timeout: Some(flags.idle_timeout).filter(|timeout| !timeout.is_zero()),
+        persistence: flags.data_dir.as_ref().map(|dir| persist::Options {
+            dir: dir.clone(),
+            fsync: flags.fsync.parse().unwrap_or(Fsync::Everysec),
+            compact_min: flags.compact_min,
+            recover_truncate: flags.recover_truncate,
+        }),
     };
     if config.max_secret + ADD_OVERHEAD > max_line {
         bail!(
@@ -175,6 +219,11 @@ fn main() -> Result<()> {
         // Watch for SIGHUP before the port opens: from then on someone may send it, and its default
         // action would end the daemon.
         let reloads = reload_on_sighup(Arc::clone(&auth));
+        // Recovered before the port opens: a client that connects is served from the recovered state.
+        let data_dir = config.persistence.as_ref().map(|options| options.dir.display().to_string());
+        let shared = Arc::new(server::Shared::new(config.clone()).with_context(|| {
+            format!("cannot start from --data-dir {}", data_dir.as_deref().unwrap_or("?"))
+        })?);
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
         tracing::info!(
@@ -191,11 +240,13 @@ fn main() -> Result<()> {
             idle_timeout = %config.idle_timeout.map_or_else(|| "off".to_string(), duration::format),
             threads,
             auth = auth.is_enabled(),
+            data_dir = data_dir.as_deref().unwrap_or("off (in memory only)"),
+            fsync = %config.persistence.as_ref().map_or_else(|| "-".to_string(), |options| options.fsync.to_string()),
             version = env!("CARGO_PKG_VERSION"),
             "keypool listening"
         );
         tokio::spawn(reloads);
-        server::run(listener, config, shutdown_signal()).await;
+        server::serve(listener, shared, shutdown_signal()).await;
         tracing::info!("keypool stopped");
         Ok(())
     })

@@ -62,4 +62,10 @@ impl Clock {
     pub fn unix_ms(&self, at: Millis) -> u64 {
         self.epoch_unix_ms.saturating_add(at.0)
     }
+
+    /// The engine time of a Unix epoch millisecond, for deadlines read back from disk. One before the
+    /// epoch is the epoch: it has passed either way.
+    pub fn from_unix_ms(&self, unix_ms: u64) -> Millis {
+        Millis(unix_ms.saturating_sub(self.epoch_unix_ms))
+    }
 }

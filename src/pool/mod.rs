@@ -37,6 +37,7 @@
 //! The owner (the server) keeps the pool behind a mutex and drives [`Pool::poll_expired`] from a
 //! background task; methods that set timers must be called inside a tokio runtime.
 
+mod changes;
 mod clock;
 mod free_list;
 mod index;
@@ -45,6 +46,7 @@ mod lease;
 mod list;
 mod record;
 mod registry;
+mod restore;
 mod secrets;
 mod waiters;
 
@@ -58,11 +60,13 @@ use rand::RngExt;
 use slab::Slab;
 use tokio_util::time::delay_queue::{self, DelayQueue};
 
+pub use changes::{Change, ChangeLog, KeepaliveMode, KeyImage, PlaceImage, NEVER_MS};
 pub use clock::{Clock, Millis};
 pub use key_id::{KeyId, KeyIdGenerator, KEY_ID_LEN};
 pub use lease::{HolderId, LeaseTerms, Leased};
 pub use record::{KeyInfo, KeyState};
 pub use registry::{valid_pool_name, PoolRef, Pools, PoolsError, DEFAULT_POOL, MAX_POOL_NAME};
+pub use restore::Restored;
 pub use waiters::{Grant, WaitTicket};
 
 use free_list::FreeList;
@@ -268,6 +272,8 @@ pub struct Pool {
     chooser: SmallRng,
     tokens: TokenCounter,
     stats: PoolStats,
+    /// Where changes are reported, with the pool's name; `None` when the daemon keeps nothing on disk.
+    log: Option<(Arc<dyn ChangeLog>, Box<str>)>,
 }
 
 /// Where fencing tokens come from. Pools of one daemon share one counter, so that a token is larger
@@ -288,9 +294,13 @@ impl TokenCounter {
     }
 
     /// The token the next lease will get.
-    #[cfg(test)]
-    fn peek(&self) -> u64 {
+    fn next(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Makes every token from now on larger than `token` (restored from disk).
+    fn raise_above(&self, token: u64) {
+        self.0.fetch_max(token.saturating_add(1), Ordering::Relaxed);
     }
 }
 
@@ -336,7 +346,13 @@ impl Pool {
             chooser: rand::make_rng(),
             tokens,
             stats: PoolStats::default(),
+            log: None,
         }
+    }
+
+    /// Reports every change from now on to `log`, as changes of the pool named `name`.
+    pub fn set_change_log(&mut self, log: Arc<dyn ChangeLog>, name: &str) {
+        self.log = Some((log, name.into()));
     }
 
     /// The pool's configuration.
@@ -362,6 +378,7 @@ impl Pool {
             let id = self.fresh_id();
             let slot = self.insert_key(id, now, alive_until);
             self.keepalive.push_back(&mut self.keys, slot);
+            self.log_created(slot);
             self.make_free(slot, now);
             each(&id);
         }
@@ -410,6 +427,7 @@ impl Pool {
             }
         }
         self.stats.keys_added += 1;
+        self.log_created(slot);
         self.make_free(slot, now);
         Ok(Added::New(id))
     }
@@ -497,6 +515,7 @@ impl Pool {
                 if self.leases[lease as usize].token == grant.token {
                     let record = &mut self.keys[slot as usize];
                     record.leases = record.leases.saturating_sub(1);
+                    self.log_placed(slot, PlaceImage::Free);
                     self.end_hold(lease, now);
                 }
             }
@@ -520,6 +539,8 @@ impl Pool {
             Err(answer) => return answer,
         };
         if delay.is_zero() {
+            // Reported before the key goes to a waiter, whose lease is reported after it.
+            self.log_placed(slot, PlaceImage::Free);
             self.end_hold(lease, now);
         } else {
             self.unlink_from_holder(lease);
@@ -531,6 +552,7 @@ impl Pool {
             entry.timing = Timing::Timer(timer);
             self.keys[slot as usize].place = Place::Delayed { lease };
             self.delayed += 1;
+            self.log_placed(slot, PlaceImage::Delayed { until_ms: self.clock.unix_ms(until) });
         }
         Release::Released
     }
@@ -549,6 +571,7 @@ impl Pool {
         };
         self.untime(lease);
         self.time_lease(lease, block, now);
+        self.log_placed(slot, self.place_image(slot));
         Release::Released
     }
 
@@ -556,6 +579,9 @@ impl Pool {
     pub fn delete(&mut self, id: &KeyId) -> bool {
         match self.find_live(id, self.clock.now()) {
             Some(slot) => {
+                if let Some((log, pool)) = &self.log {
+                    log.record(pool, &Change::Deleted { id: self.keys[slot as usize].id });
+                }
                 self.remove_key(slot);
                 true
             }
@@ -588,6 +614,13 @@ impl Pool {
                 }
             }
         }
+        if let Some((log, pool)) = &self.log {
+            let record = &self.keys[slot as usize];
+            if record.alive_until != NEVER {
+                let alive_until_ms = self.clock.unix_ms(record.alive_until);
+                log.record(pool, &Change::KeptAlive { id: record.id, alive_until_ms });
+            }
+        }
         true
     }
 
@@ -600,7 +633,7 @@ impl Pool {
         let mut info = KeyInfo {
             id: record.id,
             state: KeyState::Free,
-            created_ms: unix_ms(record.created),
+            created_ms: record.created_ms,
             alive_until_ms: (record.alive_until != NEVER).then(|| unix_ms(record.alive_until)),
             blocked_until_ms: None,
             token: None,
@@ -650,6 +683,7 @@ impl Pool {
             if self.leases[lease as usize].until <= now || self.keys[slot as usize].alive_until <= now {
                 continue;
             }
+            self.log_placed(slot, PlaceImage::Free);
             self.end_hold(lease, now);
             released += 1;
         }
@@ -776,7 +810,7 @@ impl Pool {
             place: Place::Free { position: NIL },
             leases: 0,
             secret: NO_SECRET,
-            created: now,
+            created_ms: self.clock.unix_ms(now),
             alive_until,
         }) as Slot;
         self.index.insert(&self.keys, slot);
@@ -828,7 +862,65 @@ impl Pool {
         let record = &mut self.keys[slot as usize];
         record.place = Place::Blocked { lease };
         record.leases = record.leases.saturating_add(1);
+        if self.log.is_some() {
+            self.log_placed(slot, self.place_image(slot));
+        }
         token
+    }
+
+    /// Reports a key just created; its place is free (it may go to a waiter next, reported after).
+    fn log_created(&self, slot: Slot) {
+        if let Some((log, pool)) = &self.log {
+            log.record(pool, &Change::Key(self.image(slot)));
+        }
+    }
+
+    /// Reports the key in `slot` now at `place`.
+    fn log_placed(&self, slot: Slot, place: PlaceImage) {
+        if let Some((log, pool)) = &self.log {
+            let record = &self.keys[slot as usize];
+            log.record(pool, &Change::Placed { id: record.id, leases: record.leases, place });
+        }
+    }
+
+    /// Everything stored about the key in `slot`.
+    fn image(&self, slot: Slot) -> KeyImage<'_> {
+        let record = &self.keys[slot as usize];
+        let secret = (record.secret != NO_SECRET).then(|| {
+            let entry = self.secrets.get(record.secret);
+            let mode = match entry.keepalive {
+                OwnKeepalive::Pool => KeepaliveMode::Pool,
+                OwnKeepalive::Never => KeepaliveMode::Never,
+                OwnKeepalive::Window { window, .. } => {
+                    KeepaliveMode::Window(u64::try_from(window.as_millis()).unwrap_or(u64::MAX))
+                }
+            };
+            (&*entry.bytes, mode)
+        });
+        KeyImage {
+            id: record.id,
+            created_ms: record.created_ms,
+            alive_until_ms: if record.alive_until == NEVER { NEVER_MS } else { self.clock.unix_ms(record.alive_until) },
+            leases: record.leases,
+            secret,
+            place: self.place_image(slot),
+        }
+    }
+
+    /// Where the key in `slot` is, as stored.
+    fn place_image(&self, slot: Slot) -> PlaceImage {
+        match self.keys[slot as usize].place {
+            Place::Free { .. } => PlaceImage::Free,
+            Place::Blocked { lease } => {
+                let lease = &self.leases[lease as usize];
+                PlaceImage::Blocked {
+                    until_ms: self.clock.unix_ms(lease.until),
+                    token: lease.token,
+                    autorel: lease.holder != NIL,
+                }
+            }
+            Place::Delayed { lease } => PlaceImage::Delayed { until_ms: self.clock.unix_ms(self.leases[lease as usize].until) },
+        }
     }
 
     fn leased(&self, slot: Slot, token: u64) -> Leased<'_> {
@@ -1201,7 +1293,7 @@ impl Pool {
                 }
                 Place::Blocked { lease } => {
                     assert_eq!(self.leases[lease as usize].slot, slot);
-                    assert!(self.leases[lease as usize].token < self.tokens.peek(), "tokens come from the counter");
+                    assert!(self.leases[lease as usize].token < self.tokens.next(), "tokens come from the counter");
                 }
                 Place::Delayed { lease } => {
                     assert_eq!(self.leases[lease as usize].slot, slot);

@@ -37,7 +37,9 @@ pub struct KeyRecord {
     pub leases: u32,
     /// The key's entry in the secret table, or [`NO_SECRET`].
     pub secret: u32,
-    pub created: Millis,
+    /// When the key was created, in Unix milliseconds: it is only ever reported, and it must mean the
+    /// same after a restart.
+    pub created_ms: u64,
     /// When the key is deleted unless it is pinged first.
     pub alive_until: Millis,
 }

@@ -12,11 +12,12 @@
 //! the pool is gone. Pools share one [`TokenCounter`], so fencing tokens grow daemon-wide.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
-use super::{KeyIdGenerator, Pool, PoolConfig, PoolStats, TokenCounter};
+use super::{ChangeLog, KeyIdGenerator, Pool, PoolConfig, PoolStats, Restored, TokenCounter};
 
 /// The pool a connection starts in.
 pub const DEFAULT_POOL: &str = "default";
@@ -63,6 +64,8 @@ pub struct Pools {
     tokens: TokenCounter,
     /// The running totals of pools that were dropped, so that daemon-wide counters never go down.
     retired: PoolStats,
+    /// Where every pool reports its changes, if the daemon keeps them on disk.
+    log: Option<Arc<dyn ChangeLog>>,
 }
 
 impl Pools {
@@ -76,7 +79,58 @@ impl Pools {
             next_serial: 0,
             tokens: TokenCounter::default(),
             retired: PoolStats::default(),
+            log: None,
         }
+    }
+
+    /// Makes every pool report its changes to `log`, those that exist and those made later.
+    pub fn set_change_log(&mut self, log: Arc<dyn ChangeLog>) {
+        for (_, entry) in &mut self.entries {
+            entry.pool.set_change_log(Arc::clone(&log), &entry.name);
+        }
+        self.log = Some(log);
+    }
+
+    /// The pool named `name` for [`Pool::restore`], created if need be, whatever `max_pools` says: what
+    /// was stored is restored. Call before serving, then [`Self::finish_restore`].
+    pub fn restore_pool(&mut self, name: &str) -> &mut Pool {
+        let index = match self.by_name.get(name) {
+            Some(&index) => index,
+            None => self.insert(name),
+        };
+        &mut self.entries[index as usize].pool
+    }
+
+    /// Puts every restored pool in service (see [`Pool::finish_restore`]), drops those left empty, and
+    /// makes every token handed out from now on larger than `highest_token`. Returns the totals.
+    pub fn finish_restore(&mut self, highest_token: u64) -> Restored {
+        self.tokens.raise_above(highest_token);
+        let mut totals = Restored::default();
+        let mut empty = Vec::new();
+        for (index, entry) in &mut self.entries {
+            let restored = entry.pool.finish_restore();
+            totals.keys += restored.keys;
+            totals.expired += restored.expired;
+            totals.leases_ended += restored.leases_ended;
+            if entry.pool.is_idle() {
+                empty.push(PoolRef { index: index as u32, serial: entry.serial });
+            }
+        }
+        for pool in empty {
+            self.drop_if_idle(pool);
+        }
+        totals
+    }
+
+    /// Every pool, by reference and name: what an owner starting the pools' expiry tasks, or walking
+    /// them for a snapshot, needs. O(pools).
+    pub fn list(&self) -> Vec<(PoolRef, Box<str>)> {
+        self.entries.iter().map(|(index, entry)| (PoolRef { index: index as u32, serial: entry.serial }, entry.name.clone())).collect()
+    }
+
+    /// The token the next lease will get: every token handed out so far is smaller.
+    pub fn next_token(&self) -> u64 {
+        self.tokens.next()
     }
 
     /// The configuration every pool gets.
@@ -117,6 +171,11 @@ impl Pools {
             .map(|entry| &mut entry.pool)
     }
 
+    /// The pool `pool` names, unless it was dropped, to read.
+    pub fn pool(&self, pool: PoolRef) -> Option<&Pool> {
+        self.entry(pool).map(|entry| &entry.pool)
+    }
+
     /// The pool named `name`, created (empty) if there is none. The flag says whether it is new: then its
     /// owner must start its expiry task.
     pub fn get_or_create(&mut self, name: &str) -> Result<(PoolRef, bool), PoolsError> {
@@ -126,13 +185,21 @@ impl Pools {
         if self.entries.len() >= self.max_pools {
             return Err(PoolsError::TooMany);
         }
+        let index = self.insert(name);
+        Ok((PoolRef { index, serial: self.entries[index as usize].serial }, true))
+    }
+
+    fn insert(&mut self, name: &str) -> u32 {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let pool = Pool::with_parts(self.config.clone(), KeyIdGenerator::from_os_entropy(), self.tokens.clone());
+        let mut pool = Pool::with_parts(self.config.clone(), KeyIdGenerator::from_os_entropy(), self.tokens.clone());
+        if let Some(log) = &self.log {
+            pool.set_change_log(Arc::clone(log), name);
+        }
         let index = self.entries.insert(Entry { name: name.into(), serial, pool, expiry: None }) as u32;
         self.by_name.insert(name.into(), index);
         tracing::debug!(pool = name, "pool created");
-        Ok((PoolRef { index, serial }, true))
+        index
     }
 
     /// Drops `pool` if it is idle (see [`Pool::is_idle`]); an empty pool costs nothing. Its counters go

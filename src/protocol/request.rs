@@ -51,6 +51,8 @@ pub enum Request<'a> {
     Auth { token: Secret<'a> },
     /// `VERSION`.
     Version,
+    /// `COMPACT`: write a new snapshot and start a new log now.
+    Compact,
     /// `QUIT`: close the connection.
     Quit,
     /// `AUTOREL`: release the keys this connection still holds when it closes.
@@ -177,6 +179,9 @@ impl<'a> Request<'a> {
         } else if command.eq_ignore_ascii_case(b"VERSION") {
             args.command = "VERSION";
             args.finish(Request::Version)?
+        } else if command.eq_ignore_ascii_case(b"COMPACT") {
+            args.command = "COMPACT";
+            args.finish(Request::Compact)?
         } else if command.eq_ignore_ascii_case(b"QUIT") {
             args.command = "QUIT";
             args.finish(Request::Quit)?
@@ -184,6 +189,22 @@ impl<'a> Request<'a> {
             return Err(RequestError::UnknownCommand(printable(command)));
         };
         Ok(Some(request))
+    }
+
+    /// Whether the request may change the pool (and so must be logged, with `--data-dir`). A lease that
+    /// finds no free key changes nothing, but it might have.
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Request::Gen { .. }
+                | Request::Add { .. }
+                | Request::Get(_)
+                | Request::Lease(_)
+                | Request::Rel { .. }
+                | Request::Touch { .. }
+                | Request::Del(_)
+                | Request::Ping(_)
+        )
     }
 
     /// The command's name, as counted in STATS (`cmd_<name>`).
@@ -204,6 +225,7 @@ impl<'a> Request<'a> {
             Request::Pools { .. } => Command::Pools,
             Request::Auth { .. } => Command::Auth,
             Request::Version => Command::Version,
+            Request::Compact => Command::Compact,
             Request::Quit => Command::Quit,
         }
     }
@@ -230,12 +252,13 @@ pub enum Command {
     Auth,
     Stats,
     Version,
+    Compact,
     Quit,
 }
 
 impl Command {
     /// Every command, in STATS order.
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 17] = [
         Command::Gen,
         Command::Get,
         Command::Lease,
@@ -251,6 +274,7 @@ impl Command {
         Command::Auth,
         Command::Stats,
         Command::Version,
+        Command::Compact,
         Command::Quit,
     ];
 
@@ -272,6 +296,7 @@ impl Command {
             Command::Auth => "cmd_auth",
             Command::Stats => "cmd_stats",
             Command::Version => "cmd_version",
+            Command::Compact => "cmd_compact",
             Command::Quit => "cmd_quit",
         }
     }
@@ -684,13 +709,14 @@ mod tests {
     fn every_request_counts_under_its_command() {
         let rel = with_id("REL", " 1 1s");
         let touch = with_id("TOUCH", "");
-        let cases: [(&[u8], Command); 6] = [
+        let cases: [(&[u8], Command); 7] = [
             (b"GET 1s", Command::Get),
             (b"LEASE", Command::Lease),
             (&rel, Command::Rel),
             (&touch, Command::Touch),
             (b"ADD x", Command::Add),
             (b"AUTOREL", Command::Autorel),
+            (b"COMPACT", Command::Compact),
         ];
         for (line, command) in cases {
             assert_eq!(parse(line).unwrap().unwrap().command(), command);
@@ -721,6 +747,7 @@ mod tests {
                 "cmd_auth",
                 "cmd_stats",
                 "cmd_version",
+                "cmd_compact",
                 "cmd_quit"
             ]
         );

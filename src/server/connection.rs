@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::execute::{execute, lease_reply, Executed};
 use super::session::{Session, Waiting};
 use super::Shared;
+use crate::persist::Fsync;
 use crate::pool::Grant;
 use crate::protocol::codec::{self, Stopped};
 use crate::protocol::{reply, Request};
@@ -65,6 +66,8 @@ enum Progress {
     Waiting,
     /// The connection failed AUTH too often; the error is in the output and the connection must close.
     Refused,
+    /// COMPACT: write the replies so far, then wait for the compaction and answer it.
+    Compact,
 }
 
 /// How a wait for a key ended, for the connection.
@@ -75,6 +78,8 @@ enum WaitEnd {
     ClientGone,
     /// The daemon is stopping.
     Stopping,
+    /// The lease could not be logged (`--fsync always` and the disk failed).
+    NotDurable,
 }
 
 /// Serves one client until it quits, disconnects, breaks the protocol, or `stop` is cancelled. On `stop`,
@@ -91,7 +96,12 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
     let mut session = Session::new(shared);
     let mut idle = shared.config.idle_timeout.map(IdleTimer::new);
     loop {
-        let progress = answer_buffered(shared, &mut session, &mut input, &mut output, max_line);
+        let (progress, durable_at) = answer_buffered(shared, &mut session, &mut input, &mut output, max_line);
+        if let Some(position) = durable_at {
+            if !durable(shared, position).await {
+                return refuse_not_durable(socket, session, &mut output).await;
+            }
+        }
         if !output.is_empty() {
             tokio::select! {
                 biased;
@@ -109,7 +119,16 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
                     WaitEnd::Answered => continue,
                     WaitEnd::ClientGone => return Ok(()),
                     WaitEnd::Stopping => return close(socket, session).await,
+                    WaitEnd::NotDurable => return refuse_not_durable(socket, session, &mut output).await,
                 }
+            }
+            Progress::Compact => {
+                match shared.compactor.request(shared).await {
+                    Ok(Ok(())) => reply::word(&mut output, reply::words::OK),
+                    Ok(Err(message)) => reply::server_error(&mut output, &format!("compaction failed: {message}")),
+                    Err(_) => reply::server_error(&mut output, "compaction failed"),
+                }
+                continue;
             }
         }
         // Checked before reading, not only raced against the read: a client whose next request is always
@@ -140,18 +159,31 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
 
 /// Answers the complete lines at the front of `input`, consuming them, with replies appended to
 /// `output`. Takes the pool's lock only if there is at least one line, and then only once.
+///
+/// Under `--fsync always`, also returns the log position the batch's changes end at, if it made any:
+/// the replies must not leave before the log is synced that far.
 fn answer_buffered(
     shared: &Arc<Shared>,
     session: &mut Session<'_>,
     input: &mut BytesMut,
     output: &mut BytesMut,
     max_line: usize,
-) -> Progress {
+) -> (Progress, Option<u64>) {
+    let journal = shared
+        .persist
+        .as_ref()
+        .map(|persist| persist.journal())
+        .filter(|journal| journal.fsync() == Fsync::Always);
+    let mut logged_from = 0;
     // Framing, parsing and the replies to malformed lines are the codec's, the same code the proptest
     // and the fuzzer run; the lock is taken at the first well-formed request, and only once.
     let mut locked = None;
     let stopped = codec::answer_lines(input, max_line, output, |request, output| {
-        let locked = locked.get_or_insert_with(|| shared.lock());
+        let locked = locked.get_or_insert_with(|| {
+            let locked = shared.lock();
+            logged_from = journal.map_or(0, |journal| journal.position());
+            locked
+        });
         if let Request::Quit = request {
             locked.count(request.command());
             return ControlFlow::Break(Progress::Quit);
@@ -161,13 +193,36 @@ fn answer_buffered(
             Executed::Answered => ControlFlow::Continue(()),
             Executed::Waits => ControlFlow::Break(Progress::Waiting),
             Executed::Close => ControlFlow::Break(Progress::Refused),
+            Executed::Compact => ControlFlow::Break(Progress::Compact),
         }
     });
-    match stopped {
+    // Read before the lock goes: every record up to here is this batch's or older.
+    let logged_to = journal.filter(|_| locked.is_some()).map(|journal| journal.position());
+    drop(locked);
+    let progress = match stopped {
         Stopped::NeedInput => Progress::NeedInput,
         Stopped::LineTooLong => Progress::LineTooLong,
         Stopped::Break(progress) => progress,
+    };
+    (progress, logged_to.filter(|&to| to > logged_from))
+}
+
+/// Waits, under `--fsync always`, until the log is synced up to `position`; false if the disk failed.
+async fn durable(shared: &Shared, position: u64) -> bool {
+    match &shared.persist {
+        Some(persist) => persist.journal().wait_durable(position).await.is_ok(),
+        None => true,
     }
+}
+
+/// The disk failed while replies waited for their changes to be logged: the replies are withheld, and
+/// the client is told and disconnected. Those changes stay in memory and reach the log when the disk
+/// recovers; the client cannot know which did, as after any lost connection.
+async fn refuse_not_durable(mut socket: TcpStream, session: Session<'_>, output: &mut BytesMut) -> io::Result<()> {
+    output.clear();
+    reply::server_error(output, "persistence failure");
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, socket.write_all(output)).await;
+    close(socket, session).await
 }
 
 /// Sleeps until the session's waiting request is granted a key or its wait runs out, then writes its
@@ -198,6 +253,13 @@ async fn wait_for_key(
                 }
                 // The ticket is spent: the session must not withdraw it.
                 session.waiting = None;
+                // A granted lease is a change like any other: under `--fsync always`, on disk before its reply.
+                let always = shared.persist.as_ref().filter(|persist| persist.journal().fsync() == Fsync::Always);
+                if let Some(persist) = always {
+                    if persist.journal().wait_durable(persist.journal().position()).await.is_err() {
+                        return Ok(WaitEnd::NotDurable);
+                    }
+                }
                 return Ok(WaitEnd::Answered);
             }
             read = socket.read_buf(input), if reading => {

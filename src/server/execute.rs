@@ -29,6 +29,8 @@ pub enum Executed {
     Waits,
     /// Its reply is in the output, and then the connection must be closed (too many failed AUTHs).
     Close,
+    /// COMPACT: its reply comes when the compaction ends.
+    Compact,
 }
 
 /// Applies `request` (anything but QUIT, which the connection handles) and appends its reply to `out`,
@@ -52,6 +54,11 @@ pub fn execute(
         return Executed::Answered;
     }
     locked.count(request.command());
+    if request.changes_state() && shared.persist.as_ref().is_some_and(|persist| persist.journal().failed()) {
+        // The change could not be logged: refused before it touches memory, so memory and disk agree.
+        reply::server_error(out, "persistence failure");
+        return Executed::Answered;
+    }
     match request {
         Request::Gen { count } => {
             let Some(pool) = pool_to_fill(locked, shared, session, out) else {
@@ -159,6 +166,12 @@ pub fn execute(
             }
         },
         Request::Version => reply::version(out, VERSION),
+        Request::Compact if shared.persist.is_none() => reply::client_error(out, "persistence is not enabled"),
+        // Rewriting the whole data directory is the operator's call: a token for one pool may not.
+        Request::Compact if session.grant.as_ref().is_some_and(|grant| !grant.allows_every_pool()) => {
+            reply::client_error(out, "forbidden")
+        }
+        Request::Compact => return Executed::Compact,
         Request::Quit => {}
     }
     Executed::Answered
@@ -307,11 +320,30 @@ fn stats(locked: &Locked, shared: &Shared, out: &mut BytesMut) {
     reply::stat(out, "curr_connections", curr_connections);
     reply::stat(out, "total_connections", total_connections);
     reply::stat(out, "rejected_connections", rejected_connections);
+    persistence_stats(shared, out);
     for command in Command::ALL {
         reply::stat(out, command.stat_name(), locked.count_of(command));
     }
     counters(&totals, out);
     reply::end(out);
+}
+
+/// The data directory's figures; zeros (and `persistence off`) without one.
+fn persistence_stats(shared: &Shared, out: &mut BytesMut) {
+    let figures = shared.persist.as_ref().map(|persist| persist.figures()).unwrap_or_default();
+    let fsync = shared.persist.as_ref().map(|persist| persist.options().fsync.to_string());
+    reply::stat_text(out, "persistence", fsync.as_deref().unwrap_or("off"));
+    reply::stat(out, "persistence_failed", u64::from(figures.failed));
+    reply::stat(out, "log_bytes", figures.log_bytes);
+    reply::stat(out, "snapshot_bytes", figures.snapshot_bytes);
+    reply::stat(out, "snapshot_keys", figures.snapshot_keys);
+    reply::stat(out, "records_written", figures.records_written);
+    reply::stat(out, "fsyncs", figures.fsyncs);
+    reply::stat(out, "write_failures", figures.write_failures);
+    reply::stat(out, "compactions", figures.compactions);
+    reply::stat(out, "last_compaction_time", figures.last_compaction_time);
+    reply::stat(out, "last_compaction_ms", figures.last_compaction_ms);
+    reply::stat(out, "recovery_ms", figures.recovery_ms);
 }
 
 /// `STATS <pool>`: the figures of one pool (all zero for a pool that does not exist: it is empty).

@@ -10,8 +10,11 @@
 //! - [`session`] is what one connection remembers between requests (its AUTOREL holder, its wait), and
 //!   gives back to the pool when it ends;
 //! - [`state`] is what every connection shares: the pool behind its mutex, and the counters for STATS;
-//! - [`expiry`] drives the pool's timers.
+//! - [`expiry`] drives the pool's timers;
+//! - [`compaction`] writes a new snapshot and starts a fresh log when the log has grown (with
+//!   `--data-dir`).
 
+mod compaction;
 mod connection;
 mod execute;
 mod expiry;
@@ -27,6 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::persist::{self, PersistError};
 use crate::pool::PoolConfig;
 
 pub use state::Shared;
@@ -53,6 +57,8 @@ pub struct Config {
     /// How long a connection may stay silent, with no reply owed to it, before it is closed; `None` never
     /// closes one for that.
     pub idle_timeout: Option<Duration>,
+    /// Where and how the state is kept on disk; `None` keeps it in memory only.
+    pub persistence: Option<persist::Options>,
 }
 
 impl Default for Config {
@@ -67,17 +73,45 @@ impl Default for Config {
             max_pools: 10_000,
             auth: Arc::new(Authenticator::disabled()),
             idle_timeout: None,
+            persistence: None,
         }
     }
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets every connection finish the
-/// batch it is working on, and returns.
+/// batch it is working on, and returns. With a data directory, first recovers from it (failing if it
+/// cannot), and last writes and syncs every change.
 ///
 /// Must be called inside a tokio runtime (any flavour).
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
-    let shared = Arc::new(Shared::new(config));
-    listener::serve(listener, shared, shutdown).await;
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), PersistError> {
+    let shared = Arc::new(Shared::new(config)?);
+    serve(listener, shared, shutdown).await;
+    Ok(())
+}
+
+/// [`run`], on state already made (and recovered): what the daemon calls, so that it recovers before it
+/// opens its port.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let background = tokio_util::sync::CancellationToken::new();
+    let pools = shared.lock().pools.list();
+    for (pool, _) in pools {
+        expiry::start(&shared, pool);
+    }
+    if shared.persist.is_some() {
+        tokio::spawn(compaction::watch(Arc::clone(&shared), background.clone()));
+    }
+    listener::serve(listener, Arc::clone(&shared), shutdown).await;
+    background.cancel();
+    if shared.persist.is_some() {
+        // The writer's last write and sync block; do not hold up the runtime's other work with them.
+        let last = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(persist) = &last.persist {
+                persist.stop();
+            }
+        })
+        .await;
+    }
 }
 
 /// A server running in the background of the current runtime, for tests, benches and embedding.
@@ -88,13 +122,15 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Binds `addr` (use port 0 for any free port) and starts serving on it.
+    /// Binds `addr` (use port 0 for any free port) and starts serving on it. With a data directory,
+    /// recovers from it first; a recovery that fails is an error of kind `Other` carrying its message.
     pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
+        let shared = Arc::new(Shared::new(config).map_err(std::io::Error::other)?);
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(async move { run(listener, config, stopped.cancelled_owned()).await });
+        let task = tokio::spawn(async move { serve(listener, shared, stopped.cancelled_owned()).await });
         Ok(Handle { addr, stop, task })
     }
 

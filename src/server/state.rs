@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use super::compaction::Compactor;
 use super::Config;
+use crate::persist::{PersistError, Persistence};
 use crate::pool::Pools;
 use crate::protocol::request::Command;
 
@@ -35,6 +37,9 @@ impl Locked {
 pub struct Shared {
     locked: Mutex<Locked>,
     pub config: Config,
+    /// The data directory's log and snapshots, with `--data-dir`.
+    pub persist: Option<Persistence>,
+    pub compactor: Compactor,
     pub started: Instant,
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
@@ -42,17 +47,23 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// State for a daemon configured by `config`, with no pools yet.
-    pub fn new(config: Config) -> Shared {
-        let pools = Pools::new(config.pool.clone(), config.max_pools);
-        Shared {
+    /// State for a daemon configured by `config`: no pools, or with `--data-dir`, those recovered from it.
+    pub fn new(config: Config) -> Result<Shared, PersistError> {
+        let mut pools = Pools::new(config.pool.clone(), config.max_pools);
+        let persist = match &config.persistence {
+            Some(options) => Some(Persistence::open(options.clone(), &mut pools)?),
+            None => None,
+        };
+        Ok(Shared {
             locked: Mutex::new(Locked { pools, commands: [0; Command::ALL.len()] }),
             config,
+            persist,
+            compactor: Compactor::default(),
             started: Instant::now(),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Locks the pools. Never call this from code that awaits before dropping the guard.

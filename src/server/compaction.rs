@@ -1,0 +1,142 @@
+//! Compaction: a new snapshot, written while commands keep flowing, and a fresh log behind it.
+//!
+//! Under the daemon's lock, once: the journal starts a new log generation, and the list of pools and the
+//! token counter are read. Then each pool is walked by slot in chunks of [`CHUNK_KEYS`], each chunk under
+//! its own short hold of the lock, and written to the snapshot outside it. Clients change keys between
+//! chunks, so the snapshot is not the state of any one moment; it does not need to be: every change made
+//! after the rotation is in the new log, and replaying it over the snapshot gives the state it ends in,
+//! because each change states new values rather than differences (see `pool/changes.rs`). A pool made
+//! after the rotation is in the new log entirely. The snapshot is renamed into place when complete, and
+//! only then are the old log and snapshot removed.
+//!
+//! Compactions run one at a time, on a thread of their own (the disk writes would stall the runtime).
+//! A request while one runs waits for it. One starts by itself when the log passes `--compact-min` and
+//! twice the estimated size of a snapshot, checked every [`CHECK_INTERVAL`], or by `COMPACT`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::persist::{format, PersistError, Persistence};
+
+/// Keys read out per hold of the lock: about 150 KiB of images, a few hundred microseconds.
+const CHUNK_KEYS: usize = 2048;
+
+/// How often the log's size is checked against the live data.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a compaction came to, for whoever asked for it.
+pub type Outcome = Result<(), String>;
+
+/// Runs compactions one at a time and tells whoever asked how each ended.
+#[derive(Default)]
+pub struct Compactor {
+    /// `Some` while one runs: those waiting for it.
+    running: Mutex<Option<Vec<oneshot::Sender<Outcome>>>>,
+}
+
+impl Compactor {
+    /// Starts a compaction, or joins the one running. The receiver gets its outcome.
+    pub fn request(&self, shared: &Arc<Shared>) -> oneshot::Receiver<Outcome> {
+        let (tell, outcome) = oneshot::channel();
+        let mut running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(waiting) = running.as_mut() {
+            waiting.push(tell);
+            return outcome;
+        }
+        if shared.persist.is_none() {
+            let _ = tell.send(Err("persistence is not enabled".into()));
+            return outcome;
+        }
+        *running = Some(vec![tell]);
+        drop(running);
+        let shared = Arc::clone(shared);
+        let spawned = std::thread::Builder::new().name("keypool-compact".into()).spawn(move || {
+            let result = shared.persist.as_ref().map_or(Ok(()), |persist| compact(&shared, persist));
+            let outcome = result.map_err(|error| {
+                tracing::error!(%error, "compaction failed; the log goes on growing until one succeeds");
+                error.to_string()
+            });
+            shared.compactor.finish(&outcome);
+        });
+        if let Err(error) = spawned {
+            self.finish(&Err(format!("cannot start the compaction thread: {error}")));
+        }
+        outcome
+    }
+
+    fn finish(&self, outcome: &Outcome) {
+        let waiting = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        for tell in waiting.into_iter().flatten() {
+            let _ = tell.send(outcome.clone());
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_some()
+    }
+}
+
+/// Starts compactions by themselves when the log has grown, until `stop`.
+pub async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
+    let Some(persist) = shared.persist.as_ref() else { return };
+    let mut ticks = tokio::time::interval(CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if shared.compactor.is_running() {
+            continue;
+        }
+        let keys = shared.lock().pools.totals().keys;
+        if persist.compaction_due(keys) {
+            tracing::info!("the log has grown past --compact-min and twice the live data; compacting");
+            drop(shared.compactor.request(&shared));
+        }
+    }
+}
+
+/// One compaction, start to end.
+fn compact(shared: &Shared, persist: &Persistence) -> Result<(), PersistError> {
+    let started = Instant::now();
+    let (generation, pools, next_token) = {
+        let locked = shared.lock();
+        (persist.journal().rotate(), locked.pools.list(), locked.pools.next_token())
+    };
+    let mut snapshot = persist.start_snapshot(generation, next_token)?;
+    let mut images = Vec::new();
+    for (pool, name) in pools {
+        let mut from = Some(0);
+        while let Some(start) = from {
+            images.clear();
+            let mut count = 0u32;
+            {
+                let locked = shared.lock();
+                let Some(pool) = locked.pools.pool(pool) else { break };
+                from = pool.export(start, CHUNK_KEYS, |image| {
+                    format::put_image(&mut images, image);
+                    count += 1;
+                });
+            }
+            if count > 0 {
+                snapshot.write_keys(&name, count, &images)?;
+            }
+        }
+    }
+    let written = snapshot.finish()?;
+    let took = started.elapsed();
+    persist.compaction_done(generation, written, took);
+    tracing::info!(
+        generation,
+        keys = written.keys,
+        snapshot_bytes = written.bytes,
+        took_ms = took.as_millis() as u64,
+        "compaction done"
+    );
+    Ok(())
+}
