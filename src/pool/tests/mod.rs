@@ -11,6 +11,9 @@
 //! at the first expiry pass that runs when `now >= d`. At `now == d - 1` the key is untouched; at
 //! `now == d` it is freed (block window) or deleted (keep-alive window).
 //!
+//! `restore.rs` checks that what the engine reports to a change log, replayed over a snapshot taken while
+//! the pool kept changing, rebuilds the pool.
+//!
 //! The property test drives random operation sequences against a plain `BTreeMap` model of what every live
 //! key should look like, and compares every outcome, the stats, and `info()` of every id ever issued after
 //! every step.
@@ -23,6 +26,7 @@ use super::*;
 
 mod leases;
 mod model;
+mod restore;
 
 /// A well-formed id that no generator will produce (the odds are one in 62^24 per id).
 const UNKNOWN_ID: &[u8; KEY_ID_LEN] = b"unknownunknownunknown000";

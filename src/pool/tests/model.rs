@@ -421,7 +421,7 @@ impl Model {
 
 /// Which id an operation names.
 #[derive(Clone, Debug)]
-enum Target {
+pub(super) enum Target {
     /// One of the ids ever issued, live or not (any number picks one, modulo how many there are).
     Issued(usize),
     /// One of the live keys.
@@ -436,7 +436,7 @@ enum Target {
 
 /// Which token a REL or TOUCH gives.
 #[derive(Clone, Debug)]
-enum TokenPick {
+pub(super) enum TokenPick {
     /// None: v1's REL and TOUCH.
     Absent,
     /// The token of the key's last lease: current while it is blocked, stale after.
@@ -448,14 +448,14 @@ enum TokenPick {
 
 /// Which secret an ADD imports.
 #[derive(Clone, Debug)]
-enum SecretPick {
+pub(super) enum SecretPick {
     New,
     /// One imported before (any number picks one), live or not.
     Again(usize),
 }
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     Generate(u32),
     /// v1's GET.
     Get,
@@ -501,8 +501,8 @@ enum Op {
 }
 
 /// The engine and the model side by side.
-struct Run {
-    pool: Pool,
+pub(super) struct Run {
+    pub(super) pool: Pool,
     model: Model,
     issued: Vec<KeyId>,
     /// The engine's tickets, by the model's ticket numbers; `None` once spent.
@@ -514,7 +514,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(block_ms: u64, keepalive_ms: u64, max_keys: usize) -> Run {
+    pub(super) fn new(block_ms: u64, keepalive_ms: u64, max_keys: usize) -> Run {
         Run {
             pool: pool_with(block_ms, keepalive_ms, max_keys),
             model: Model::new(block_ms, keepalive_ms, max_keys),
@@ -565,7 +565,7 @@ impl Run {
         self.model.cancel(at);
     }
 
-    async fn apply(&mut self, op: &Op) {
+    pub(super) async fn apply(&mut self, op: &Op) {
         match op {
             Op::Generate(count) => {
                 let mut new = Vec::new();
@@ -832,7 +832,7 @@ fn window(max: u64) -> impl Strategy<Value = Option<u64>> {
     prop_oneof![Just(None), (1..=max).prop_map(Some)]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u32..=4).prop_map(Op::Generate),
         1 => (5u32..=30).prop_map(Op::Generate),
