@@ -221,9 +221,10 @@ fn main() -> Result<()> {
         let reloads = reload_on_sighup(Arc::clone(&auth));
         // Recovered before the port opens: a client that connects is served from the recovered state.
         let data_dir = config.persistence.as_ref().map(|options| options.dir.display().to_string());
-        let shared = Arc::new(server::Shared::new(config.clone()).with_context(|| {
-            format!("cannot start from --data-dir {}", data_dir.as_deref().unwrap_or("?"))
-        })?);
+        let shared = Arc::new(
+            server::Shared::new(config.clone())
+                .with_context(|| format!("cannot start from --data-dir {}", data_dir.as_deref().unwrap_or("?")))?,
+        );
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
         tracing::info!(

@@ -31,7 +31,7 @@ const LOCK: &str = "LOCK";
 pub struct DataDir {
     path: PathBuf,
     /// Held for its lock.
-    _lock: File,
+    lock: File,
 }
 
 /// The generations of the snapshots and logs a directory holds, each list in increasing order.
@@ -52,7 +52,12 @@ impl DataDir {
             Err(fs::TryLockError::WouldBlock) => return Err(PersistError::Locked(path.to_owned())),
             Err(fs::TryLockError::Error(source)) => return Err(failed(source)),
         }
-        Ok(DataDir { path: path.to_owned(), _lock: lock })
+        Ok(DataDir { path: path.to_owned(), lock })
+    }
+
+    /// Lets another daemon have the directory: this one has stopped writing to it.
+    pub fn unlock(&self) {
+        let _ = self.lock.unlock();
     }
 
     /// The directory's path.

@@ -58,12 +58,26 @@ pub struct Malformed(pub &'static str);
 /// One decoded record.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
-    Change { pool: &'a str, change: Change<'a> },
-    LogHeader { generation: u64 },
-    SnapshotHeader { generation: u64, written_at_ms: u64, next_token: u64 },
+    Change {
+        pool: &'a str,
+        change: Change<'a>,
+    },
+    LogHeader {
+        generation: u64,
+    },
+    SnapshotHeader {
+        generation: u64,
+        written_at_ms: u64,
+        next_token: u64,
+    },
     /// `count` key images of `pool`; read them with [`KeyImages`].
-    SnapshotKeys { pool: &'a str, images: KeyImages<'a> },
-    SnapshotEnd { keys: u64 },
+    SnapshotKeys {
+        pool: &'a str,
+        images: KeyImages<'a>,
+    },
+    SnapshotEnd {
+        keys: u64,
+    },
 }
 
 /// Appends one framed record whose payload `write` produces.

@@ -200,7 +200,8 @@ impl Persistence {
     pub fn compaction_due(&self, keys: usize) -> bool {
         let log_bytes = self.journal.counters.log_bytes.load(Ordering::Relaxed);
         let snapshot_keys = self.snapshot_keys.load(Ordering::Relaxed);
-        let per_key = if snapshot_keys > 0 { self.snapshot_bytes.load(Ordering::Relaxed) / snapshot_keys } else { 64 };
+        // Before the first snapshot, a generous guess: an image without a secret is about 60 bytes.
+        let per_key = self.snapshot_bytes.load(Ordering::Relaxed).checked_div(snapshot_keys).unwrap_or(64);
         log_bytes > self.options.compact_min && log_bytes > 2 * per_key.max(1) * keys as u64
     }
 
@@ -227,6 +228,15 @@ impl Persistence {
         let writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
+            self.dir.unlock();
         }
+    }
+}
+
+impl Drop for Persistence {
+    /// A daemon dropped without [`Persistence::stop`] (a test, a failed start) still gets its log written
+    /// and its writer thread ended.
+    fn drop(&mut self) {
+        self.stop();
     }
 }

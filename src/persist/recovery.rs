@@ -163,7 +163,9 @@ fn replay_log(
         let (payload, next) = match format::next_frame(data, offset) {
             Frame::Record(payload, next) => (payload, next),
             // Zeros after the last record are space a crash left allocated: cut off like a torn record.
-            Frame::End if offset < data.len() => return (offset, Some((Frame::Torn, "zeros after the last record".into()))),
+            Frame::End if offset < data.len() => {
+                return (offset, Some((Frame::Torn, "zeros after the last record".into())))
+            }
             Frame::End => return (offset, None),
             Frame::Torn => return (offset, Some((Frame::Torn, "torn record".into()))),
             Frame::Damaged => return (offset, Some((Frame::Damaged, "bad checksum".into()))),

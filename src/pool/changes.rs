@@ -36,9 +36,15 @@ pub enum KeepaliveMode {
 pub enum PlaceImage {
     Free,
     /// Leased until `until_ms` under `token`; `autorel` if its connection asked for release on close.
-    Blocked { until_ms: u64, token: u64, autorel: bool },
+    Blocked {
+        until_ms: u64,
+        token: u64,
+        autorel: bool,
+    },
     /// Released with a delay that ends at `until_ms`.
-    Delayed { until_ms: u64 },
+    Delayed {
+        until_ms: u64,
+    },
 }
 
 /// Everything stored about one key.

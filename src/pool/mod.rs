@@ -919,7 +919,9 @@ impl Pool {
                     autorel: lease.holder != NIL,
                 }
             }
-            Place::Delayed { lease } => PlaceImage::Delayed { until_ms: self.clock.unix_ms(self.leases[lease as usize].until) },
+            Place::Delayed { lease } => {
+                PlaceImage::Delayed { until_ms: self.clock.unix_ms(self.leases[lease as usize].until) }
+            }
         }
     }
 

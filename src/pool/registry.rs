@@ -125,7 +125,10 @@ impl Pools {
     /// Every pool, by reference and name: what an owner starting the pools' expiry tasks, or walking
     /// them for a snapshot, needs. O(pools).
     pub fn list(&self) -> Vec<(PoolRef, Box<str>)> {
-        self.entries.iter().map(|(index, entry)| (PoolRef { index: index as u32, serial: entry.serial }, entry.name.clone())).collect()
+        self.entries
+            .iter()
+            .map(|(index, entry)| (PoolRef { index: index as u32, serial: entry.serial }, entry.name.clone()))
+            .collect()
     }
 
     /// The token the next lease will get: every token handed out so far is smaller.

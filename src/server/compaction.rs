@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::persist::{format, PersistError, Persistence};
@@ -80,15 +79,15 @@ impl Compactor {
     }
 }
 
-/// Starts compactions by themselves when the log has grown, until `stop`.
-pub async fn watch(shared: Arc<Shared>, stop: CancellationToken) {
+/// Starts compactions by themselves when the log has grown, until the server stops.
+pub async fn watch(shared: Arc<Shared>) {
     let Some(persist) = shared.persist.as_ref() else { return };
     let mut ticks = tokio::time::interval(CHECK_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            () = stop.cancelled() => return,
+            () = shared.stopped.cancelled() => return,
         }
         if shared.compactor.is_running() {
             continue;

@@ -169,11 +169,8 @@ fn answer_buffered(
     output: &mut BytesMut,
     max_line: usize,
 ) -> (Progress, Option<u64>) {
-    let journal = shared
-        .persist
-        .as_ref()
-        .map(|persist| persist.journal())
-        .filter(|journal| journal.fsync() == Fsync::Always);
+    let journal =
+        shared.persist.as_ref().map(|persist| persist.journal()).filter(|journal| journal.fsync() == Fsync::Always);
     let mut logged_from = 0;
     // Framing, parsing and the replies to malformed lines are the codec's, the same code the proptest
     // and the fuzzer run; the lock is taken at the first well-formed request, and only once.

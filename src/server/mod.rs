@@ -83,7 +83,11 @@ impl Default for Config {
 /// cannot), and last writes and syncs every change.
 ///
 /// Must be called inside a tokio runtime (any flavour).
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), PersistError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PersistError> {
     let shared = Arc::new(Shared::new(config)?);
     serve(listener, shared, shutdown).await;
     Ok(())
@@ -92,16 +96,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 /// [`run`], on state already made (and recovered): what the daemon calls, so that it recovers before it
 /// opens its port.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let background = tokio_util::sync::CancellationToken::new();
     let pools = shared.lock().pools.list();
     for (pool, _) in pools {
         expiry::start(&shared, pool);
     }
     if shared.persist.is_some() {
-        tokio::spawn(compaction::watch(Arc::clone(&shared), background.clone()));
+        tokio::spawn(compaction::watch(Arc::clone(&shared)));
     }
     listener::serve(listener, Arc::clone(&shared), shutdown).await;
-    background.cancel();
+    // The expiry tasks hold the state too; ending them lets it go (and with it the data directory's lock).
+    shared.stopped.cancel();
     if shared.persist.is_some() {
         // The writer's last write and sync block; do not hold up the runtime's other work with them.
         let last = Arc::clone(&shared);

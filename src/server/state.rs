@@ -40,6 +40,8 @@ pub struct Shared {
     /// The data directory's log and snapshots, with `--data-dir`.
     pub persist: Option<Persistence>,
     pub compactor: Compactor,
+    /// Cancelled once the server has stopped serving: background tasks (expiry, compaction checks) end.
+    pub stopped: tokio_util::sync::CancellationToken,
     pub started: Instant,
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
@@ -59,6 +61,7 @@ impl Shared {
             config,
             persist,
             compactor: Compactor::default(),
+            stopped: tokio_util::sync::CancellationToken::new(),
             started: Instant::now(),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),

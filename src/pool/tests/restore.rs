@@ -114,8 +114,12 @@ fn check_restore(block_ms: u64, keepalive_ms: u64, max_keys: usize, ops: &[Op], 
         let mut snapshot = None;
         for (step, op) in ops.iter().enumerate() {
             if Some(step) == snapshot_at {
-                snapshot =
-                    Some(Snapshot { log_from: recorder.bytes().len(), next_slot: Some(0), images: Vec::new(), count: 0 });
+                snapshot = Some(Snapshot {
+                    log_from: recorder.bytes().len(),
+                    next_slot: Some(0),
+                    images: Vec::new(),
+                    count: 0,
+                });
             }
             run.apply(op).await;
             if let Some(snapshot) = snapshot.as_mut() {
@@ -129,8 +133,8 @@ fn check_restore(block_ms: u64, keepalive_ms: u64, max_keys: usize, ops: &[Op], 
         restored.check_invariants();
         assert_eq!(state(&restored), state(&run.pool), "restored with a snapshot at step {snapshot_at:?}");
         assert!(highest_token < run.pool.tokens.next(), "tokens recorded are tokens handed out");
-        let expected_free = run.pool.stats().keys_free
-            + run.pool.leases.iter().filter(|(_, lease)| lease.holder != NIL).count();
+        let expected_free =
+            run.pool.stats().keys_free + run.pool.leases.iter().filter(|(_, lease)| lease.holder != NIL).count();
         assert_eq!(restored.stats().keys_free, expected_free, "free keys, counting release-on-close leases");
     });
 }
