@@ -245,7 +245,10 @@ mod tests {
         let with_token = KeyRef { id: id(), token: Some(42) };
         assert_eq!(spell(Command::Release { key: with_token, delay: None }), format!("REL {} 42\r\n", id()));
         let plain = KeyRef::from(id());
-        assert_eq!(spell(Command::Release { key: plain, delay: Some(ms(60_000)) }), format!("REL {} 60000ms\r\n", id()));
+        assert_eq!(
+            spell(Command::Release { key: plain, delay: Some(ms(60_000)) }),
+            format!("REL {} 60000ms\r\n", id())
+        );
         assert_eq!(spell(Command::Touch { key: with_token, block: Some(ms(9)) }), format!("TOUCH {} 42 9ms\r\n", id()));
         assert_eq!(spell(Command::Delete(id())), format!("DEL {}\r\n", id()));
         assert_eq!(spell(Command::PingKey(id())), format!("PING {}\r\n", id()));

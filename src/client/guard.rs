@@ -20,7 +20,7 @@ use super::Client;
 
 /// A lease kept alive in the background and given back when done. Made by [`Client::leased`].
 ///
-/// It dereferences to its [`Lease`] (`guard.id`, `guard.secret`, `guard.to_string()`).
+/// It dereferences to its [`Lease`] (`guard.id`, `guard.secret`), and displays as it does.
 ///
 /// ```
 /// use std::time::Duration;
@@ -96,6 +96,13 @@ impl Deref for LeaseGuard {
 
     fn deref(&self) -> &Lease {
         &self.lease
+    }
+}
+
+/// The secret when the key has one, else the id, as for [`Lease`].
+impl std::fmt::Display for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.lease.fmt(f)
     }
 }
 

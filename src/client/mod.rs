@@ -57,7 +57,9 @@ use reply::Answer;
 pub use error::{Error, Result};
 pub use guard::LeaseGuard;
 pub use pipeline::Pipeline;
-pub use types::{Added, Info, KeyId, KeyRef, KeyState, Lease, PoolInfo, PoolsPage, Released, Reply, Stats, Token, Touched};
+pub use types::{
+    Added, Info, KeyId, KeyRef, KeyState, Lease, PoolInfo, PoolsPage, Released, Reply, Stats, Token, Touched,
+};
 
 /// How long opening a connection (TCP, then `AUTH`/`USE`/`AUTOREL`) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -188,7 +190,12 @@ impl ClientBuilder {
                 token: self.token,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
-                state: Mutex::new(State { idle: Vec::new(), pool: self.pool, autorel: self.autorel, block_timeout: None }),
+                state: Mutex::new(State {
+                    idle: Vec::new(),
+                    pool: self.pool,
+                    autorel: self.autorel,
+                    block_timeout: None,
+                }),
             }),
         };
         let connection = client.checkout().await?;

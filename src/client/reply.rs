@@ -238,14 +238,17 @@ mod tests {
     fn leases_with_and_without_tokens_and_secrets() {
         let plain = Expect::Lease { with_token: false };
         let tokened = Expect::Lease { with_token: true };
-        let lease = |token, secret: Option<&str>| Reply::Lease(Some(Lease { id: id(), token, secret: secret.map(Into::into) }));
+        let lease =
+            |token, secret: Option<&str>| Reply::Lease(Some(Lease { id: id(), token, secret: secret.map(Into::into) }));
         assert_eq!(reply(plain, &[&format!("KEY {ID}")]), lease(None, None));
         assert_eq!(reply(plain, &[&format!("KEY {ID} sk-1")]), lease(None, Some("sk-1")));
         assert_eq!(reply(plain, &["NOT_FOUND"]), Reply::Lease(None));
         assert_eq!(reply(tokened, &[&format!("LEASED {ID} 42")]), lease(Some(42), None));
         assert_eq!(reply(tokened, &[&format!("LEASED {ID} 18446744073709551615 s")]), lease(Some(u64::MAX), Some("s")));
         assert_eq!(reply(tokened, &["NOT_FOUND"]), Reply::Lease(None));
-        for bad in ["LEASED short 1", &format!("LEASED {ID}"), &format!("LEASED {ID} -1"), &format!("LEASED {ID} 1 a b")] {
+        for bad in
+            ["LEASED short 1", &format!("LEASED {ID}"), &format!("LEASED {ID} -1"), &format!("LEASED {ID} 1 a b")]
+        {
             assert!(desyncs(tokened, bad), "{bad:?}");
         }
         assert!(desyncs(plain, &format!("LEASED {ID} 1")));
@@ -326,10 +329,15 @@ mod tests {
     #[test]
     fn error_replies_answer_their_request_only() {
         let error = |expect, line| parse(expect, &[line]).expect_err("an error reply");
-        assert!(matches!(error(Expect::Keys, "CLIENT_ERROR GEN count must be"), Error::Client(m) if m == "GEN count must be"));
+        assert!(
+            matches!(error(Expect::Keys, "CLIENT_ERROR GEN count must be"), Error::Client(m) if m == "GEN count must be")
+        );
         assert!(matches!(error(Expect::Keys, "SERVER_ERROR pool full"), Error::Server(m) if m == "pool full"));
         assert!(matches!(error(Expect::Info, "ERROR NOAUTH authentication required"), Error::NoAuth));
-        assert!(matches!(error(Expect::Lease { with_token: true }, "ERROR unknown command 'LEASE'"), Error::Unsupported(_)));
+        assert!(matches!(
+            error(Expect::Lease { with_token: true }, "ERROR unknown command 'LEASE'"),
+            Error::Unsupported(_)
+        ));
         assert!(matches!(error(Expect::Auth, "CLIENT_ERROR invalid token"), Error::Auth(m) if m == "invalid token"));
     }
 }
