@@ -14,11 +14,13 @@
 //! - [`auth`]: static tokens and JWTs, checked for `AUTH`, and the pools each one grants. No sockets.
 //! - [`persist`]: the snapshot and append-only log in `--data-dir`, and recovery from them. Knows the
 //!   engine's change records, not the server.
+//! - [`client`]: the Rust client: typed async calls for every command, pipelining, and a lease guard.
 //!
-//! The daemon binary (`src/bin/keypool.rs`) turns flags into a [`server::Config`] and calls
-//! [`server::run`].
+//! The daemon binary (`src/bin/keypool.rs`) turns flags into a [`server::Config`], recovers the state
+//! with [`server::Shared::new`] and serves it with [`server::serve`].
 
 pub mod auth;
+pub mod client;
 pub mod persist;
 pub mod pool;
 pub mod protocol;

@@ -9,11 +9,8 @@
 //! every request that queued behind it, instead of hiding it by slowing the sender (coordinated
 //! omission).
 //!
-//! Only requests sent after the warm-up and answered before the end count.
-//!
-//! `contend` adds two things. Its connections may hold each leased key for `--hold` before giving it
-//! back, sending nothing meanwhile (simulated work). And every REL and LEASED it sends and reads goes
-//! into the shared [`Handoffs`] book, which times each key from its release to its next lease.
+//! Only requests sent after the warm-up and answered before the end count ([`count_reply`], which
+//! the `contend` connections of `contend.rs` use too).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,14 +44,14 @@ pub struct Schedule {
 /// How a connection sends.
 #[derive(Clone, Copy, Debug)]
 pub enum Pace {
-    /// Keep this many requests in flight, and hold each leased key this long before giving it back.
-    Closed { pipeline: usize, hold: Duration },
+    /// Keep this many requests in flight.
+    Closed { pipeline: usize },
     /// Send one request every `interval`.
     Open { interval: Duration },
 }
 
 /// What connections share while they run: the live progress figures, the first odd reply, and the
-/// handoff book (used by `contend` only; the others never touch it).
+/// handoff book (used by `contend` only, in `contend.rs`; the others never touch it).
 #[derive(Default)]
 pub struct Live {
     pub ops: AtomicU64,
@@ -64,7 +61,7 @@ pub struct Live {
 }
 
 impl Live {
-    fn note_unexpected(&self, example: &str) {
+    pub fn note_unexpected(&self, example: &str) {
         let mut first = self.first_unexpected.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert_with(|| example.to_string());
     }
@@ -83,7 +80,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub fn new() -> Tally {
         Tally { latency: new_histogram(), ops: 0, not_found: 0, errors: 0, unexpected: 0, stale: 0, failure: None }
     }
 }
@@ -92,7 +89,7 @@ impl Tally {
 const MAX_CATCH_UP: usize = 4096;
 
 /// How often a connection hands its recent latencies to the progress line.
-const SHARE_EVERY: Duration = Duration::from_millis(200);
+pub const SHARE_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs one connection to `addr` through `schedule`. Never fails: a broken connection ends early and
 /// says why in `Tally::failure`.
@@ -131,10 +128,8 @@ async fn drive(
     let mut recent = new_histogram();
     let mut shared_at = Instant::now();
     let mut next_send = schedule.start;
-    let mut hold_until: Option<Instant> = None;
     // Timers made once and reset, not made per request: registering a fresh timer for every read
-    // would cost the generator more than the request costs the server. The closed loop uses
-    // `pace_timer` to end a `--hold`.
+    // would cost the generator more than the request costs the server.
     let finish = tokio::time::sleep_until(schedule.end);
     let pace_timer = tokio::time::sleep_until(next_send);
     tokio::pin!(finish, pace_timer);
@@ -145,21 +140,9 @@ async fn drive(
             return Ok(());
         }
         match pace {
-            Pace::Closed { pipeline, .. } => {
-                if let Some(until) = hold_until.filter(|&until| until > now) {
-                    // Holding a key: nothing is in flight (contend runs one request at a time), so
-                    // only the clock can move this connection on.
-                    pace_timer.as_mut().reset(until);
-                    tokio::select! {
-                        biased;
-                        () = &mut pace_timer => continue,
-                        () = &mut finish => return Ok(()),
-                    }
-                }
-                hold_until = None;
+            Pace::Closed { pipeline } => {
                 while in_flight.len() < pipeline {
                     let op = source.next_op();
-                    note_sending(live, op, now);
                     target.encode(op, &mut output);
                     in_flight.push_back((op, now));
                 }
@@ -171,7 +154,6 @@ async fn drive(
                 while next_send <= now && next_send < schedule.end && queued < MAX_CATCH_UP {
                     queued += 1;
                     let op = source.next_op();
-                    note_sending(live, op, next_send);
                     target.encode(op, &mut output);
                     in_flight.push_back((op, next_send));
                     next_send += interval;
@@ -206,12 +188,6 @@ async fn drive(
         }
         let now = Instant::now();
         take_replies(target, &mut input, &mut in_flight, source, schedule, now, tally, &mut recent, live);
-        if let Pace::Closed { hold, .. } = pace {
-            // The lease just read starts the hold; the give-back goes out when it ends.
-            if !hold.is_zero() && hold_until.is_none() && source.holds_a_key() {
-                hold_until = Some(now + hold);
-            }
-        }
 
         if now.duration_since(shared_at) >= SHARE_EVERY {
             share(live, &mut recent);
@@ -241,51 +217,47 @@ fn take_replies(
         input.advance(used);
         in_flight.pop_front();
         source.on_reply(op, &reply);
-        note_handoff(live, op, since, &reply, now, schedule);
-        if since < schedule.measure_from || now > schedule.end {
-            continue;
-        }
-        let micros = u64::try_from(now.duration_since(since).as_micros()).unwrap_or(u64::MAX).max(1);
-        tally.latency.saturating_record(micros);
-        recent.saturating_record(micros);
-        tally.ops += 1;
-        counted += 1;
-        match reply {
-            Reply::Done(_) | Reply::Leased { .. } => {}
-            Reply::NotFound => tally.not_found += 1,
-            Reply::Stale => tally.stale += 1,
-            Reply::Error(text) => {
-                tally.errors += 1;
-                live.note_unexpected(&text);
-            }
-            Reply::Unexpected(text) => {
-                tally.unexpected += 1;
-                live.note_unexpected(&text);
-            }
-        }
+        counted += u64::from(count_reply(tally, recent, live, since, now, schedule, &reply));
     }
     live.ops.fetch_add(counted, Ordering::Relaxed);
 }
 
-/// Puts a REL that is about to be written into the handoff book, at the instant its latency counts from
-/// (the same instant goes into `in_flight`, which is how a refused REL finds its own entry again).
-fn note_sending(live: &Live, op: Op, since: Instant) {
-    if let Op::Release(id, _) = op {
-        live.handoffs.released(id, since);
+/// Accounts for `reply`, read at `now` to a request sent (or meant to be sent) at `since`, if it falls
+/// in the measured window; returns whether it did.
+pub fn count_reply(
+    tally: &mut Tally,
+    recent: &mut Histogram<u64>,
+    live: &Live,
+    since: Instant,
+    now: Instant,
+    schedule: Schedule,
+    reply: &Reply,
+) -> bool {
+    if since < schedule.measure_from || now > schedule.end {
+        return false;
     }
+    let micros = u64::try_from(now.duration_since(since).as_micros()).unwrap_or(u64::MAX).max(1);
+    tally.latency.saturating_record(micros);
+    recent.saturating_record(micros);
+    tally.ops += 1;
+    match reply {
+        Reply::Done(_) | Reply::Leased { .. } => {}
+        Reply::NotFound => tally.not_found += 1,
+        Reply::Stale => tally.stale += 1,
+        Reply::Error(text) => {
+            tally.errors += 1;
+            live.note_unexpected(text);
+        }
+        Reply::Unexpected(text) => {
+            tally.unexpected += 1;
+            live.note_unexpected(text);
+        }
+    }
+    true
 }
 
-/// Tells the handoff book what a reply means for it: a key leased, or a REL (sent at `since`) that freed
-/// nothing. Done for every reply, counted or not, so that the book never keeps a stale entry.
-fn note_handoff(live: &Live, op: Op, since: Instant, reply: &Reply, now: Instant, schedule: Schedule) {
-    match (op, reply) {
-        (Op::LeaseWaiting(_), &Reply::Leased { id, .. }) => live.handoffs.leased(id, now, schedule),
-        (Op::Release(id, _), Reply::Stale | Reply::NotFound) => live.handoffs.release_refused(id, since),
-        _ => {}
-    }
-}
-
-fn share(live: &Live, recent: &mut Histogram<u64>) {
+/// Hands the latencies recorded since the last call to the progress line.
+pub fn share(live: &Live, recent: &mut Histogram<u64>) {
     if recent.is_empty() {
         return;
     }

@@ -9,9 +9,10 @@
 //!
 //! The modules: `target` spells requests and parses replies per server; `workload` picks the next
 //! request; `preflight` checks the daemon before a `contend` run; `seed` fills the server first;
-//! `driver` runs one connection; `handoff` times keys from release to next lease across connections;
-//! `report` merges and prints.
+//! `driver` runs one connection; `contend` runs one `contend` connection on keypool's own client;
+//! `handoff` times keys from release to next lease across connections; `report` merges and prints.
 
+mod contend;
 mod driver;
 #[cfg(test)]
 mod fake_keypool;
@@ -249,15 +250,19 @@ async fn measure(flags: &Flags, addr: &str) -> Result<Summary> {
     let connections = flags.connections as usize;
     let pace = match flags.rate {
         Some(rate) => Pace::Open { interval: Duration::from_secs_f64(connections as f64 / rate as f64) },
-        None => Pace::Closed { pipeline: flags.pipeline as usize, hold: flags.hold() },
+        None => Pace::Closed { pipeline: flags.pipeline as usize },
     };
     let start = Instant::now();
     let schedule = Schedule { start, measure_from: start + flags.warmup, end: start + flags.warmup + flags.duration };
     let live = Arc::new(Live::default());
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let source = OpSource::new(flags.workload, flags.target, Arc::clone(&ids)).with_wait(flags.wait());
-            tokio::spawn(driver::run(flags.target, addr.clone(), source, pace, schedule, Arc::clone(&live)))
+            let live = Arc::clone(&live);
+            if flags.workload == Workload::Contend {
+                return tokio::spawn(contend::run(addr.clone(), flags.wait(), flags.hold(), schedule, live));
+            }
+            let source = OpSource::new(flags.workload, flags.target, Arc::clone(&ids));
+            tokio::spawn(driver::run(flags.target, addr.clone(), source, pace, schedule, live))
         })
         .collect();
     let progress = (!flags.quiet && std::io::stderr().is_terminal())

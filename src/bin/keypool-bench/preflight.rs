@@ -15,10 +15,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::BytesMut;
+use keypool::client::{Client, Stats};
 use keypool::protocol::duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The daemon figures a `contend` run depends on, as `STATS` reports them.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -71,51 +69,23 @@ pub fn check(figures: &DaemonFigures, plan: ContendPlan) -> Result<()> {
 }
 
 async fn daemon_figures(addr: &str) -> Result<DaemonFigures> {
-    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
-    stream.write_all(b"STATS\r\n").await?;
-    let mut input = BytesMut::with_capacity(4096);
-    loop {
-        if let Some(figures) = parse_stats(&input)? {
-            return Ok(figures);
-        }
-        if stream.read_buf(&mut input).await? == 0 {
-            bail!("the server closed the connection before answering STATS");
-        }
-    }
+    let client = Client::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+    let stats = client.stats().await.context("STATS failed; is --server a keypool daemon?")?;
+    Ok(figures_from(&stats))
 }
 
-/// Reads a whole `STAT <name> <value>` ... `END` block, or `None` until its `END` has arrived.
-fn parse_stats(buf: &[u8]) -> Result<Option<DaemonFigures>> {
-    let mut figures = DaemonFigures::default();
-    let mut rest = buf;
-    while let Some(end) = memchr::memchr(b'\n', rest) {
-        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
-        rest = &rest[end + 1..];
-        if line == b"END" {
-            return Ok(Some(figures));
-        }
-        let text = String::from_utf8_lossy(line);
-        let Some(stat) = text.strip_prefix("STAT ") else {
-            bail!("STATS answered {text:?}; is --server a keypool daemon?");
-        };
-        let (name, value) = stat.split_once(' ').unwrap_or((stat, ""));
-        let number = || value.parse::<u64>().ok();
-        match name {
-            "keys" => figures.keys = number(),
-            "block_timeout_ms" => figures.block_timeout = number().map(Duration::from_millis),
-            "keepalive_timeout_ms" => figures.keepalive_timeout = number().map(Duration::from_millis),
-            _ => {}
-        }
+/// The figures a `contend` run depends on, from a `STATS` reply.
+fn figures_from(stats: &Stats) -> DaemonFigures {
+    DaemonFigures {
+        keys: stats.number("keys"),
+        block_timeout: stats.number("block_timeout_ms").map(Duration::from_millis),
+        keepalive_timeout: stats.number("keepalive_timeout_ms").map(Duration::from_millis),
     }
-    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const STATS: &[u8] = b"STAT pid 1\r\nSTAT keys 0\r\nSTAT block_timeout_ms 60000\r\n\
-        STAT keepalive_timeout_ms 300000\r\nSTAT version 0.1.0\r\nEND\r\n";
 
     fn plan(hold_ms: u64, run_s: u64) -> ContendPlan {
         ContendPlan { hold: Duration::from_millis(hold_ms), run: Duration::from_secs(run_s) }
@@ -130,17 +100,14 @@ mod tests {
     }
 
     #[test]
-    fn stats_are_read_only_once_complete() {
-        for cut in 0..STATS.len() {
-            assert_eq!(parse_stats(&STATS[..cut]).unwrap(), None, "at {cut} bytes");
-        }
-        assert_eq!(parse_stats(STATS).unwrap(), Some(fresh()));
-    }
-
-    #[test]
-    fn a_reply_that_is_not_stats_is_refused() {
-        let error = parse_stats(b"ERROR unknown command 'STATS'\r\n").unwrap_err().to_string();
-        assert!(error.contains("keypool daemon"), "{error}");
+    fn the_figures_are_read_from_stats_and_the_others_ignored() {
+        let stats: std::collections::BTreeMap<String, String> =
+            [("pid", "1"), ("keys", "0"), ("block_timeout_ms", "60000"), ("keepalive_timeout_ms", "300000")]
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+        assert_eq!(figures_from(&Stats::from_map(stats)), fresh());
+        assert_eq!(figures_from(&Stats::default()), DaemonFigures::default(), "a figure not reported is not checked");
     }
 
     #[test]

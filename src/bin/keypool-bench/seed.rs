@@ -1,10 +1,11 @@
 //! Seeding: filling the server with `--keys` keys before the run, and learning their ids.
 //!
-//! keypool mints its own ids (`GEN 10000` batches, a few in flight at once); for memcached and redis the
+//! keypool mints its own ids (`GEN 10000` batches, a few to a pipeline of the keypool client); for memcached and redis the
 //! bench draws ids and stores them (`set`, and `SADD` to the free set plus a string per key for `EXPIRE`).
 
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, BytesMut};
+use keypool::client::{Client, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,11 +22,12 @@ const CHUNK: usize = 1000;
 /// Puts `count` keys into the server and returns their ids. For redis, `per_key_strings` also stores a
 /// string per key for `EXPIRE` and `TTL` to act on; the lease workload needs only the set.
 pub async fn seed(target: Target, addr: &str, count: usize, per_key_strings: bool) -> Result<Vec<Id>> {
-    let mut stream = TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr} to seed"))?;
-    stream.set_nodelay(true)?;
     match target {
-        Target::Keypool => seed_keypool(&mut stream, count).await,
+        Target::Keypool => seed_keypool(addr, count).await,
         Target::Memcached | Target::Redis => {
+            let mut stream =
+                TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr} to seed"))?;
+            stream.set_nodelay(true)?;
             let mut rng = rand::make_rng();
             let ids: Vec<Id> = (0..count).map(|_| random_id(&mut rng)).collect();
             if target == Target::Redis {
@@ -91,33 +93,23 @@ async fn send_and_count_lines(stream: &mut TcpStream, request: &[u8], replies: u
     Ok(())
 }
 
-async fn seed_keypool(stream: &mut TcpStream, count: usize) -> Result<Vec<Id>> {
+/// `GEN 10000` batches, [`IN_FLIGHT`] to a pipeline, through the client.
+async fn seed_keypool(addr: &str, count: usize) -> Result<Vec<Id>> {
+    let client = Client::connect(addr).await.with_context(|| format!("cannot connect to {addr} to seed"))?;
     let mut ids = Vec::with_capacity(count);
-    let mut requested = 0;
-    let mut in_flight = 0;
-    let mut input = BytesMut::with_capacity(256 * 1024);
+    let mut pipeline = client.pipeline();
     while ids.len() < count {
-        let mut out = Vec::new();
-        while in_flight < IN_FLIGHT && requested < count {
+        let mut requested = ids.len();
+        while pipeline.len() < IN_FLIGHT && requested < count {
             let batch = GEN_BATCH.min(count - requested);
-            out.extend_from_slice(format!("GEN {batch}\r\n").as_bytes());
+            pipeline.gen(batch as u32);
             requested += batch;
-            in_flight += 1;
         }
-        stream.write_all(&out).await?;
-        if stream.read_buf(&mut input).await? == 0 {
-            bail!("the server closed the connection while seeding");
-        }
-        while let Some(end) = memchr::memchr(b'\n', &input) {
-            let line = input[..end].strip_suffix(b"\r").unwrap_or(&input[..end]);
-            if let Some(id) = line.strip_prefix(b"KEY ").and_then(|id| Id::try_from(id).ok()) {
-                ids.push(id);
-            } else if line == b"END" {
-                in_flight -= 1;
-            } else {
-                bail!("seeding failed: GEN answered {:?}", String::from_utf8_lossy(line));
+        for reply in pipeline.run().await.context("seeding failed")? {
+            match reply.context("seeding failed: GEN")? {
+                Reply::Keys(minted) => ids.extend(minted.iter().map(|id| *id.as_bytes())),
+                other => bail!("seeding failed: GEN answered {other:?}"),
             }
-            input.advance(end + 1);
         }
     }
     Ok(ids)

@@ -10,16 +10,13 @@
 //! | ping | `PING <id>` | `touch <key> 300` | `EXPIRE keypool:key:<id> 300` |
 //! | info | `INFO <id>` | `get <key>` | `TTL keypool:key:<id>` |
 //! | gen | `GEN 1` | `set <new key> 0 300 24` | `SADD keypool:free <new id>` |
-//! | lease, waiting (contend, 1st half) | `LEASE <wait>` | — | — |
-//! | release under a token (contend, 2nd half) | `REL <id> <token>` | — | — |
 //!
-//! The `contend` operations have no baseline: memcached and redis cannot make a request wait for a key
-//! and hand it to the oldest waiter, so `main` refuses `contend` for them and they never reach here.
+//! The `contend` workload (`LEASE <wait>`, `REL <id> <token>`) has no baseline: memcached and redis
+//! cannot make a request wait for a key and hand it to the oldest waiter. It runs on keypool's own
+//! client (`contend.rs`), and only its [`Reply`] accounting passes through here.
 //!
 //! Replies are parsed incrementally: [`Target::parse`] looks at the front of the read buffer and either
 //! finds one complete reply or says it needs more bytes, so a reply split across reads is never misread.
-
-use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 
@@ -43,10 +40,6 @@ pub enum Op {
     Info(Id),
     /// Mint one key (for memcached and redis, the bench draws its id).
     Gen(Id),
-    /// Lease a key, waiting up to this long for one to come free (first half of `contend`; keypool only).
-    LeaseWaiting(Duration),
-    /// Give back the key a `LeaseWaiting` returned, naming its lease (second half of `contend`).
-    Release(Id, Token),
 }
 
 /// What a reply meant.
@@ -54,11 +47,11 @@ pub enum Op {
 pub enum Reply {
     /// Success; for `Take`, the id of the key leased.
     Done(Option<Id>),
-    /// `LeaseWaiting` got a key, under this lease.
+    /// A `contend` LEASE got a key, under this lease.
     Leased { id: Id, token: Token },
     /// A well-formed miss: nothing free, no such key, not blocked.
     NotFound,
-    /// `Release` came too late: that lease was already over (it timed out, and the key may be leased
+    /// A `contend` REL came too late: that lease was already over (it timed out, and the key may be leased
     /// again). Kept apart from `NotFound` because in `contend` it means `--hold` outlasted the block
     /// timeout, which a run should show rather than blend into the misses.
     Stale,
@@ -104,13 +97,6 @@ impl Target {
             (Target::Keypool, Op::Ping(id)) => put(out, &[b"PING ", &id]),
             (Target::Keypool, Op::Info(id)) => put(out, &[b"INFO ", &id]),
             (Target::Keypool, Op::Gen(_)) => put(out, &[b"GEN 1"]),
-            // The wait goes out in milliseconds, the unit every `--wait` is a whole number of.
-            (Target::Keypool, Op::LeaseWaiting(wait)) => {
-                put(out, &[b"LEASE ", itoa::Buffer::new().format(wait.as_millis()).as_bytes(), b"ms"])
-            }
-            (Target::Keypool, Op::Release(id, token)) => {
-                put(out, &[b"REL ", &id, b" ", itoa::Buffer::new().format(token).as_bytes()])
-            }
 
             (Target::Memcached, Op::Take(id)) => put(out, &[b"get ", &id.unwrap_or([b'x'; 24])]),
             (Target::Memcached, Op::GiveBack(id)) => put(out, &[b"touch ", &id, b" 60"]),
@@ -127,10 +113,6 @@ impl Target {
             }
             (Target::Redis, Op::Ping(id)) => put(out, &[b"EXPIRE ", REDIS_KEY_PREFIX.as_bytes(), &id, b" 300"]),
             (Target::Redis, Op::Info(id)) => put(out, &[b"TTL ", REDIS_KEY_PREFIX.as_bytes(), &id]),
-
-            (Target::Memcached | Target::Redis, Op::LeaseWaiting(_) | Op::Release(..)) => {
-                unreachable!("main refuses the contend workload for {}", self.name())
-            }
         }
     }
 
@@ -177,32 +159,12 @@ fn parse_keypool(op: Op, buf: &[u8]) -> Option<(Reply, usize)> {
             Some(id) => Reply::Done(Some(id)),
             None => Reply::Unexpected(text(first)),
         },
-        (Op::GiveBack(_) | Op::Release(..), b"RELEASED") | (Op::Ping(_), b"ALIVE") => Reply::Done(None),
-        (Op::Release(..), b"STALE") => Reply::Stale,
-        (Op::LeaseWaiting(_), _) if first.starts_with(b"LEASED ") => match leased(&first[7..]) {
-            Some((id, token)) => Reply::Leased { id, token },
-            None => Reply::Unexpected(text(first)),
-        },
+        (Op::GiveBack(_), b"RELEASED") | (Op::Ping(_), b"ALIVE") => Reply::Done(None),
         (Op::Info(_), _) if first.starts_with(b"STAT ") => return block_until_end(buf),
         (Op::Gen(_), _) if first.starts_with(b"KEY ") => return block_until_end(buf),
         _ => error_or_unexpected(first),
     };
     Some((reply, used))
-}
-
-/// The fields of `LEASED <id> <token> [<secret>]` after the word: the id and the token. A key of the
-/// user's own carries its secret last; the bench has no use for it, and a secret has no spaces, so
-/// anything past it is malformed.
-fn leased(fields: &[u8]) -> Option<(Id, Token)> {
-    let mut fields = fields.split(|&b| b == b' ');
-    let id = id_from(fields.next()?)?;
-    let token = fields.next().filter(|t| !t.is_empty() && t.iter().all(u8::is_ascii_digit))?;
-    let token = std::str::from_utf8(token).ok()?.parse().ok()?;
-    match (fields.next(), fields.next()) {
-        (None, _) => Some((id, token)),
-        (Some(secret), None) if !secret.is_empty() => Some((id, token)),
-        _ => None,
-    }
 }
 
 /// A block of lines closed by `END`: complete once the `END` line has arrived.
@@ -263,7 +225,7 @@ fn parse_redis(op: Op, buf: &[u8]) -> Option<(Reply, usize)> {
         Some(b':') => match (op, &first[1..]) {
             (Op::Ping(_), b"0") | (Op::Info(_), b"-2") => Reply::NotFound,
             (Op::GiveBack(_) | Op::Gen(_) | Op::Ping(_) | Op::Info(_), _) => Reply::Done(None),
-            (Op::Take(_) | Op::LeaseWaiting(_) | Op::Release(..), _) => Reply::Unexpected(text(first)),
+            (Op::Take(_), _) => Reply::Unexpected(text(first)),
         },
         _ => Reply::Unexpected(text(first)),
     };
@@ -308,46 +270,8 @@ mod tests {
     }
 
     #[test]
-    fn contend_replies_split_across_reads() {
-        let k = Target::Keypool;
-        let wait = Op::LeaseWaiting(Duration::from_secs(5));
-        let leased = Reply::Leased { id: ID, token: 42 };
-        parses_only_when_complete(k, wait, b"LEASED abcdefghijklmnopqrstuvwx 42\r\n", leased.clone());
-        parses_only_when_complete(k, wait, b"LEASED abcdefghijklmnopqrstuvwx 42 sk-live_Zx9\r\n", leased);
-        let max = Reply::Leased { id: ID, token: u64::MAX };
-        parses_only_when_complete(k, wait, b"LEASED abcdefghijklmnopqrstuvwx 18446744073709551615\r\n", max);
-        parses_only_when_complete(k, wait, b"NOT_FOUND\r\n", Reply::NotFound);
-        let release = Op::Release(ID, 42);
-        parses_only_when_complete(k, release, b"RELEASED\r\n", Reply::Done(None));
-        parses_only_when_complete(k, release, b"STALE\r\n", Reply::Stale);
-        parses_only_when_complete(k, release, b"NOT_FOUND\r\n", Reply::NotFound);
-        parses_only_when_complete(
-            k,
-            wait,
-            b"ERROR unknown command 'LEASE'\r\n",
-            Reply::Error("ERROR unknown command 'LEASE'".into()),
-        );
-    }
-
-    #[test]
-    fn a_malformed_leased_line_is_unexpected() {
-        let wait = Op::LeaseWaiting(Duration::from_millis(250));
-        for line in [
-            "LEASED abcdefghijklmnopqrstuvwx",
-            "LEASED abcdefghijklmnopqrstuvwx ",
-            "LEASED abcdefghijklmnopqrstuvwx -1",
-            "LEASED abcdefghijklmnopqrstuvwx +1",
-            "LEASED abcdefghijklmnopqrstuvwx 18446744073709551616",
-            "LEASED abcdefghijklmnopqrstuvwx 7 secret extra",
-            "LEASED abcdefghijklmnopqrstuvwx 7 ",
-            "LEASED short 7",
-            "KEY abcdefghijklmnopqrstuvwx",
-        ] {
-            let stream = format!("{line}\r\n");
-            let expected = Reply::Unexpected(line.to_string());
-            assert_eq!(Target::Keypool.parse(wait, stream.as_bytes()), Some((expected, stream.len())), "{line:?}");
-        }
-        // STALE answers only a REL that named a token; to a GET's REL it is odd.
+    fn stale_is_odd_to_a_rel_without_a_token() {
+        // STALE answers only a REL that named a token; the lease workload's REL names none.
         let odd = Target::Keypool.parse(Op::GiveBack(ID), b"STALE\r\n");
         assert_eq!(odd, Some((Reply::Unexpected("STALE".into()), 7)));
     }
@@ -383,9 +307,6 @@ mod tests {
         };
         assert_eq!(spell(Target::Keypool, Op::Take(None)), "GET\r\n");
         assert_eq!(spell(Target::Keypool, Op::GiveBack(ID)), "REL abcdefghijklmnopqrstuvwx\r\n");
-        assert_eq!(spell(Target::Keypool, Op::LeaseWaiting(Duration::from_secs(5))), "LEASE 5000ms\r\n");
-        assert_eq!(spell(Target::Keypool, Op::LeaseWaiting(Duration::ZERO)), "LEASE 0ms\r\n");
-        assert_eq!(spell(Target::Keypool, Op::Release(ID, 907)), "REL abcdefghijklmnopqrstuvwx 907\r\n");
         assert_eq!(spell(Target::Memcached, Op::Ping(ID)), "touch abcdefghijklmnopqrstuvwx 300\r\n");
         assert_eq!(
             spell(Target::Memcached, Op::Gen(ID)),

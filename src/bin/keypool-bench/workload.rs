@@ -2,8 +2,8 @@
 //!
 //! Every connection has its own [`OpSource`]. A key that a `Take` leased is queued to be given back, and
 //! a queued give-back always goes before anything new, so the `lease` workload alternates GET and REL
-//! of the key it got, with each half counted as one operation. `contend` does the same with
-//! `LEASE <wait>` and `REL <id> <token>`, the give-back naming the lease it ends.
+//! of the key it got, with each half counted as one operation. `contend` is not driven from here: its
+//! connections are keypool clients of their own (`contend.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -65,9 +65,8 @@ pub struct OpSource {
     workload: Workload,
     target: Target,
     ids: Arc<Vec<Id>>,
-    /// The give-backs owed (`GiveBack` or `Release`), oldest first.
+    /// The give-backs owed, oldest first.
     to_give_back: VecDeque<Op>,
-    wait: Duration,
     rng: SmallRng,
 }
 
@@ -75,18 +74,7 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 impl OpSource {
     pub fn new(workload: Workload, target: Target, ids: Arc<Vec<Id>>) -> OpSource {
-        OpSource { workload, target, ids, to_give_back: VecDeque::new(), wait: DEFAULT_WAIT, rng: rand::make_rng() }
-    }
-
-    /// Sets how long each `contend` LEASE waits for a key.
-    pub fn with_wait(mut self, wait: Duration) -> OpSource {
-        self.wait = wait;
-        self
-    }
-
-    /// Whether a leased key is waiting to be given back (the `--hold` of `contend` delays that).
-    pub fn holds_a_key(&self) -> bool {
-        !self.to_give_back.is_empty()
+        OpSource { workload, target, ids, to_give_back: VecDeque::new(), rng: rand::make_rng() }
     }
 
     /// The next request to send.
@@ -104,16 +92,14 @@ impl OpSource {
                 5..8 => Op::Ping(self.seeded_id()),
                 _ => Op::Info(self.seeded_id()),
             },
-            Workload::Contend => Op::LeaseWaiting(self.wait),
+            Workload::Contend => unreachable!("contend connections run in contend.rs, not from an OpSource"),
         }
     }
 
     /// Learns from a reply: a leased key is queued to be given back.
     pub fn on_reply(&mut self, op: Op, reply: &Reply) {
-        match (op, reply) {
-            (Op::Take(_), Reply::Done(Some(id))) => self.to_give_back.push_back(Op::GiveBack(*id)),
-            (Op::LeaseWaiting(_), &Reply::Leased { id, token }) => self.to_give_back.push_back(Op::Release(id, token)),
-            _ => {}
+        if let (Op::Take(_), Reply::Done(Some(id))) = (op, reply) {
+            self.to_give_back.push_back(Op::GiveBack(*id));
         }
     }
 
@@ -163,33 +149,6 @@ mod tests {
         let take = source.next_op();
         source.on_reply(take, &Reply::NotFound);
         assert_eq!(source.next_op(), Op::Take(None));
-    }
-
-    #[test]
-    fn contend_alternates_a_waiting_lease_and_the_release_of_that_lease() {
-        let id = *b"abcdefghijklmnopqrstuvwx";
-        let wait = Duration::from_millis(250);
-        let mut source = OpSource::new(Workload::Contend, Target::Keypool, Arc::new(vec![])).with_wait(wait);
-        let lease = source.next_op();
-        assert_eq!(lease, Op::LeaseWaiting(wait));
-        assert!(!source.holds_a_key());
-        source.on_reply(lease, &Reply::Leased { id, token: 7 });
-        assert!(source.holds_a_key());
-        let release = source.next_op();
-        assert_eq!(release, Op::Release(id, 7));
-        assert!(!source.holds_a_key());
-        source.on_reply(release, &Reply::Done(None));
-        assert_eq!(source.next_op(), Op::LeaseWaiting(wait));
-    }
-
-    #[test]
-    fn a_wait_that_ran_out_queues_nothing() {
-        let mut source = OpSource::new(Workload::Contend, Target::Keypool, Arc::new(vec![]));
-        let lease = source.next_op();
-        assert_eq!(lease, Op::LeaseWaiting(DEFAULT_WAIT));
-        source.on_reply(lease, &Reply::NotFound);
-        assert!(!source.holds_a_key());
-        assert_eq!(source.next_op(), Op::LeaseWaiting(DEFAULT_WAIT));
     }
 
     #[test]
