@@ -10,14 +10,18 @@
 //! - [`session`] is what one connection remembers between requests (its AUTOREL holder, its wait), and
 //!   gives back to the pool when it ends;
 //! - [`state`] is what every connection shares: the pool behind its mutex, and the counters for STATS;
-//! - [`expiry`] drives the pool's timers.
+//! - [`expiry`] drives the pool's timers;
+//! - [`one_request`] serves a single request outside a batch (the HTTP gateway's way in), and ends waits;
+//! - [`telemetry`] measures outcomes and latencies for the Prometheus endpoint.
 
 mod connection;
 mod execute;
 mod expiry;
 mod listener;
+mod one_request;
 mod session;
 mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +33,9 @@ use tokio::net::TcpListener;
 use crate::auth::Authenticator;
 use crate::pool::PoolConfig;
 
+pub use execute::VERSION;
+pub use one_request::run_one;
+pub use session::Session;
 pub use state::Shared;
 
 /// Everything the server needs to know; the daemon fills it from its flags.
@@ -80,6 +87,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     listener::serve(listener, shared, shutdown).await;
 }
 
+/// [`run`] on state made beforehand, which another front end (the HTTP gateway) may serve as well.
+pub async fn run_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    listener::serve(listener, shared, shutdown).await;
+}
+
 /// A server running in the background of the current runtime, for tests, benches and embedding.
 pub struct Handle {
     addr: SocketAddr,
@@ -90,11 +102,16 @@ pub struct Handle {
 impl Handle {
     /// Binds `addr` (use port 0 for any free port) and starts serving on it.
     pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
+        Handle::start_shared(addr, Arc::new(Shared::new(config))).await
+    }
+
+    /// [`Handle::start`] on state made beforehand, which another front end may serve as well.
+    pub async fn start_shared(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Handle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(async move { run(listener, config, stopped.cancelled_owned()).await });
+        let task = tokio::spawn(async move { run_shared(listener, shared, stopped.cancelled_owned()).await });
         Ok(Handle { addr, stop, task })
     }
 

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use super::telemetry::Telemetry;
 use super::Config;
 use crate::pool::Pools;
 use crate::protocol::request::Command;
@@ -36,6 +37,8 @@ pub struct Shared {
     locked: Mutex<Locked>,
     pub config: Config,
     pub started: Instant,
+    /// Outcomes and latencies for `/metrics`; atomics, written outside the lock too.
+    pub telemetry: Telemetry,
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
     rejected_connections: AtomicU64,
@@ -49,6 +52,7 @@ impl Shared {
             locked: Mutex::new(Locked { pools, commands: [0; Command::ALL.len()] }),
             config,
             started: Instant::now(),
+            telemetry: Telemetry::default(),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),
