@@ -12,11 +12,13 @@
 //! - [`protocol`]: request parsing and reply writing over byte buffers. No I/O, no engine.
 //! - [`server`]: the listener, the connection loop, and the expiry task that wire the two together.
 //! - [`auth`]: static tokens and JWTs, checked for `AUTH`, and the pools each one grants. No sockets.
+//! - [`http`]: the HTTP gateway, a second front end on the same engine (REST routes, `/metrics`, OpenAPI).
 //!
 //! The daemon binary (`src/bin/keypool.rs`) turns flags into a [`server::Config`] and calls
 //! [`server::run`].
 
 pub mod auth;
+pub mod http;
 pub mod pool;
 pub mod protocol;
 pub mod server;

@@ -120,8 +120,8 @@ impl Histogram {
     }
 }
 
-/// A histogram as it was read: cumulative `(upper bound, count)` pairs (the last bound is `+Inf`), the
-/// total count and the sum in seconds.
+/// A histogram as it was read: `(upper bound, count)` per bucket, not cumulative (the last bound is
+/// `+Inf`), the total count and the sum in seconds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramSnapshot {
     pub buckets: Vec<(f64, u64)>,
@@ -171,17 +171,12 @@ impl Telemetry {
     /// The latency histogram of `command` on `frontend`, as it is now.
     pub fn latency_of(&self, frontend: Frontend, command: Command) -> HistogramSnapshot {
         let histogram = &self.latency[frontend as usize][command as usize];
-        let mut cumulative = 0;
         let bounds = LATENCY_BOUNDS.iter().copied().chain([f64::INFINITY]);
-        let buckets = bounds
-            .zip(&histogram.buckets)
-            .map(|(bound, count)| {
-                cumulative += count.load(Ordering::Relaxed);
-                (bound, cumulative)
-            })
-            .collect();
+        let buckets: Vec<(f64, u64)> =
+            bounds.zip(&histogram.buckets).map(|(bound, count)| (bound, count.load(Ordering::Relaxed))).collect();
+        let count = buckets.iter().map(|(_, count)| count).sum();
         let sum_seconds = histogram.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        HistogramSnapshot { buckets, count: cumulative, sum_seconds }
+        HistogramSnapshot { buckets, count, sum_seconds }
     }
 
     /// An HTTP connection was accepted.
@@ -259,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn latency_lands_in_the_first_bucket_at_or_above_it_and_buckets_are_cumulative() {
+    fn latency_lands_in_the_first_bucket_at_or_above_it() {
         let telemetry = Telemetry::default();
         telemetry.record_latency(Frontend::Http, Command::Get, 1, Duration::from_micros(10));
         telemetry.record_latency(Frontend::Http, Command::Get, 2, Duration::from_millis(3));
@@ -267,8 +262,9 @@ mod tests {
         let snapshot = telemetry.latency_of(Frontend::Http, Command::Get);
         assert_eq!(snapshot.count, 4);
         assert_eq!(snapshot.buckets[0], (0.000_01, 1), "10 µs is at most the first bound");
-        assert_eq!(snapshot.buckets.iter().find(|(bound, _)| *bound == 0.005).map(|b| b.1), Some(3));
-        assert_eq!(snapshot.buckets.last(), Some(&(f64::INFINITY, 4)));
+        assert_eq!(snapshot.buckets.iter().find(|(bound, _)| *bound == 0.005).map(|b| b.1), Some(2));
+        assert_eq!(snapshot.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(snapshot.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
         assert!((snapshot.sum_seconds - 1000.006_01).abs() < 1e-6, "{}", snapshot.sum_seconds);
         assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 0, "front ends are apart");
     }
