@@ -1,8 +1,8 @@
 //! The HTTP gateway over real HTTP/1.1 (issue 8): every route and status code, the JSON shapes and HEAD's
 //! headers, bad requests (400, 404, 405 with Allow, 413, 415), waits that wait as `LEASE <wait>` and are
 //! withdrawn when the client hangs up, parity with TCP both ways on the same pools, pools by path, and
-//! shutdown. Authentication, metrics and the OpenAPI document are in `http_auth.rs`,
-//! `http_metrics.rs` and `http_openapi.rs`.
+//! shutdown. Authentication is in `http_auth.rs`; metrics and the OpenAPI document in
+//! `http_observability.rs`.
 
 mod common;
 mod http_support;
