@@ -61,7 +61,10 @@ async fn the_seed_routes_answer_as_the_issue_says() {
 
     assert_eq!(http.put(&format!("/keepalive/{key}")).await.expect(200).json(), json!({ "status": "alive" }));
     assert_eq!(http.put(&format!("/keys/{key}?token={}", token + 1000)).await.expect(409).error(), "stale");
-    assert_eq!(http.put(&format!("/keys/{key}?token={token}")).await.expect(200).json(), json!({ "status": "released" }));
+    assert_eq!(
+        http.put(&format!("/keys/{key}?token={token}")).await.expect(200).json(),
+        json!({ "status": "released" })
+    );
     assert_eq!(http.put(&format!("/keys/{key}")).await.expect(409).error(), "not blocked");
     let head = http.head(&format!("/keys/{key}")).await;
     assert_eq!(head.expect(200).header("x-keypool-state"), Some("free"));
@@ -101,7 +104,10 @@ async fn touch_add_stats_and_pools_have_routes_too() {
 
     // TOUCH, with and without the lease's token.
     let touch = format!("/keys/{id}/touch");
-    assert_eq!(http.put(&format!("{touch}?token={token}&block=2m")).await.expect(200).json(), json!({ "status": "touched" }));
+    assert_eq!(
+        http.put(&format!("{touch}?token={token}&block=2m")).await.expect(200).json(),
+        json!({ "status": "touched" })
+    );
     assert_eq!(http.put(&format!("{touch}?token={}", token + 1)).await.expect(409).error(), "stale");
     assert_eq!(http.put(&format!("{touch}?block=0ms")).await.expect(400).error(), "block must be at least 1ms");
     http.put(&format!("/keys/{id}?delay=1h")).await.expect(200);
@@ -116,7 +122,10 @@ async fn touch_add_stats_and_pools_have_routes_too() {
     assert_eq!(stats["version"], json!(common::VERSION));
     assert_eq!(stats["pools"], json!(2));
     let team = http.get("/pools/team-a/stats").await.expect(200).json();
-    assert_eq!((team["pool"].clone(), team["keys"].clone(), team["keys_free"].clone()), (json!("team-a"), json!(2), json!(2)));
+    assert_eq!(
+        (team["pool"].clone(), team["keys"].clone(), team["keys_free"].clone()),
+        (json!("team-a"), json!(2), json!(2))
+    );
     let pools = http.get("/pools").await.expect(200).json();
     let mut listed: Vec<(String, u64)> = pools["pools"]
         .as_array()
@@ -155,7 +164,10 @@ async fn bad_requests_get_400_404_405_413_and_415_with_json_errors() {
         assert_eq!(http.get(path).await.expect(400).error(), message, "{path}");
     }
     assert_eq!(http.put(&format!("/keys/{id}?token=-1")).await.expect(400).error(), "malformed token");
-    assert_eq!(http.put(&format!("/keys/{id}?delay=2h")).await.expect(400).error(), "delay is longer than the maximum, 1h");
+    assert_eq!(
+        http.put(&format!("/keys/{id}?delay=2h")).await.expect(400).error(),
+        "delay is longer than the maximum, 1h"
+    );
     assert_eq!(
         http.get("/pools/no%20spaces/keys").await.expect(400).error(),
         "malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'"
@@ -188,7 +200,10 @@ async fn bad_requests_get_400_404_405_413_and_415_with_json_errors() {
 
     // Bodies: too large, not JSON, not an object, bad fields.
     let huge = vec![b' '; 64 * 1024 + 1];
-    assert_eq!(http.send(Method::POST, "/keys", Some(("application/json", huge))).await.expect(413).error(), "the body is larger than 64 KiB");
+    assert_eq!(
+        http.send(Method::POST, "/keys", Some(("application/json", huge))).await.expect(413).error(),
+        "the body is larger than 64 KiB"
+    );
     let text = Some(("text/plain", b"{\"count\": 2}".to_vec()));
     assert_eq!(http.send(Method::POST, "/keys", text).await.expect(415).error(), "the body must be application/json");
     let garbage = Some(("application/json", b"{count: 2".to_vec()));
@@ -204,7 +219,10 @@ async fn bad_requests_get_400_404_405_413_and_415_with_json_errors() {
         (json!({ "secret": "has space" }), "secret must be printable ASCII without spaces"),
         (json!({ "secret": "" }), "ADD needs a secret"),
         (json!({ "secret": "x".repeat(1025) }), "secret is longer than the maximum, 1024 bytes"),
-        (json!({ "secret": "ok", "keepalive": "soon" }), "keepalive duration must start with a whole number, as in 250ms, 60s, 5m"),
+        (
+            json!({ "secret": "ok", "keepalive": "soon" }),
+            "keepalive duration must start with a whole number, as in 250ms, 60s, 5m",
+        ),
         (json!({ "keepalive": "1s" }), "keepalive is for a key with a secret"),
         (json!({ "cuont": 2 }), "unknown field 'cuont'"),
     ] {

@@ -83,7 +83,11 @@ async fn metrics_parse_and_their_counters_and_gauges_move_with_both_front_ends()
     // Every metric has HELP, and no sample carries a key id.
     for sample in &after.samples {
         let base = sample.metric.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-        assert!(after.docs.contains_key(&sample.metric) || after.docs.contains_key(base), "{} has no HELP", sample.metric);
+        assert!(
+            after.docs.contains_key(&sample.metric) || after.docs.contains_key(base),
+            "{} has no HELP",
+            sample.metric
+        );
         assert!(sample.labels.values().all(|v| v.len() != 24 || v.chars().any(|c| !c.is_ascii_alphanumeric())));
     }
     daemon.stop().await;

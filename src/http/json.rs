@@ -173,7 +173,11 @@ mod tests {
     #[tokio::test]
     async fn wire_errors_become_statuses_with_their_messages() {
         let cases: [(&[u8], StatusCode, &str); 5] = [
-            (b"CLIENT_ERROR wait is longer than the maximum, 5m\r\n", StatusCode::BAD_REQUEST, "wait is longer than the maximum, 5m"),
+            (
+                b"CLIENT_ERROR wait is longer than the maximum, 5m\r\n",
+                StatusCode::BAD_REQUEST,
+                "wait is longer than the maximum, 5m",
+            ),
             (b"NOT_FOUND\r\n", StatusCode::NOT_FOUND, "not found"),
             (b"NOT_BLOCKED\r\n", StatusCode::CONFLICT, "not blocked"),
             (b"STALE\r\n", StatusCode::CONFLICT, "stale"),
@@ -186,7 +190,8 @@ mod tests {
 
     #[tokio::test]
     async fn info_fields_are_numbers_where_they_are_numbers() {
-        let reply = b"STAT id abc\r\nSTAT state blocked\r\nSTAT created_ms 17\r\nSTAT token 42\r\nSTAT leases 1\r\nEND\r\n";
+        let reply =
+            b"STAT id abc\r\nSTAT state blocked\r\nSTAT created_ms 17\r\nSTAT token 42\r\nSTAT leases 1\r\nEND\r\n";
         let (status, info) = json_of(respond(Shape::Info, reply)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(info, json!({ "id": "abc", "state": "blocked", "created_ms": 17, "token": 42, "leases": 1 }));

@@ -122,7 +122,8 @@ impl Collector for EngineCollector {
         // Connections, by front end.
         let (tcp_open, tcp_opened, tcp_rejected) = self.shared.connection_counts();
         let (http_open, http_opened) = telemetry.http_connections();
-        let mut open = encoder.encode_descriptor("keypool_connections", "Connections open.", None, MetricType::Gauge)?;
+        let mut open =
+            encoder.encode_descriptor("keypool_connections", "Connections open.", None, MetricType::Gauge)?;
         for (frontend, count) in [(Frontend::Tcp, tcp_open), (Frontend::Http, http_open)] {
             ConstGauge::new(count as i64).encode(open.encode_family(&[("frontend", frontend.label())])?)?;
         }

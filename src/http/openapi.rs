@@ -204,7 +204,8 @@ fn json_any() -> Value {
 }
 
 fn object(properties: &[(&str, Value)]) -> Value {
-    let properties: Map<String, Value> = properties.iter().map(|(name, schema)| (name.to_string(), schema.clone())).collect();
+    let properties: Map<String, Value> =
+        properties.iter().map(|(name, schema)| (name.to_string(), schema.clone())).collect();
     json!({ "type": "object", "properties": properties })
 }
 
@@ -234,9 +235,8 @@ mod tests {
                 let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {} undocumented", route.path));
                 assert!(ids.insert(id.to_string()), "operationId {id} is used twice");
                 assert!(op["responses"].is_object(), "{method} {} has responses", route.path);
-                let declared = op["parameters"].as_array().map_or(0, |p| {
-                    p.iter().filter(|p| p["in"] == "path").count()
-                });
+                let declared =
+                    op["parameters"].as_array().map_or(0, |p| p.iter().filter(|p| p["in"] == "path").count());
                 assert_eq!(declared, route.path.matches('{').count(), "{method} {}: path parameters", route.path);
             }
         }

@@ -79,9 +79,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
         let method_router = if route.path.contains('{') {
-            any(move |State(gateway): State<Arc<Gateway>>, Path(params): Path<HashMap<String, String>>, request: Request| {
-                handlers::handle(route, gateway, params, request)
-            })
+            any(
+                move |State(gateway): State<Arc<Gateway>>,
+                      Path(params): Path<HashMap<String, String>>,
+                      request: Request| { handlers::handle(route, gateway, params, request) },
+            )
         } else {
             any(move |State(gateway): State<Arc<Gateway>>, request: Request| {
                 handlers::handle(route, gateway, HashMap::new(), request)
@@ -99,7 +101,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// gateway's `{"error": ...}` body, keeping its status and headers.
 async fn errors_as_json(response: Response) -> Response {
     let status = response.status();
-    let is_json = response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    let is_json =
+        response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -91,8 +91,8 @@ impl Outcome {
 /// Upper bounds of the latency histogram's buckets, in seconds: from 10 µs (a request answered in a
 /// batch) to 5 minutes (the longest `--max-wait` default), roughly 1-2.5-5 per decade.
 pub const LATENCY_BOUNDS: [f64; 22] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// The same bounds in nanoseconds, for comparing without floating point on the hot path.
