@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
 use super::json::{self, Shape};
@@ -25,8 +25,9 @@ use crate::protocol::{duration, LeaseArgs, Request as Command, Secret};
 use crate::server::telemetry::Frontend;
 use crate::server::{run_one, Session};
 
-/// A request refused before it reached the engine, already in its final form.
-type Refused = Response;
+/// A request refused before it reached the engine, already in its final form (boxed: a `Response` is large,
+/// and refusals are the rare path).
+type Refused = Box<Response>;
 
 /// Serves `request` on `route`, with the path's parameters in `params`.
 pub async fn handle(
@@ -36,7 +37,8 @@ pub async fn handle(
     request: Request,
 ) -> Response {
     match serve(route, &gateway, &params, request).await {
-        Ok(response) | Err(response) => response,
+        Ok(response) => response,
+        Err(refused) => *refused,
     }
 }
 
@@ -238,7 +240,7 @@ impl Engine<'_> {
             unauthorized("invalid token")
         })?;
         match self.pool {
-            Some(pool) if !grant.allows(pool) => Err(json::error(StatusCode::FORBIDDEN, "forbidden")),
+            Some(pool) if !grant.allows(pool) => Err(Box::new(json::error(StatusCode::FORBIDDEN, "forbidden"))),
             _ => Ok(Some(grant)),
         }
     }
@@ -251,7 +253,7 @@ async fn json_body(request: Request) -> Result<Option<Value>, Refused> {
     if let Some(content_type) = headers.get(CONTENT_TYPE) {
         let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("application/json") {
-            return Err(json::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json"));
+            return Err(Box::new(json::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json")));
         }
     }
     let declared = headers.get(CONTENT_LENGTH).and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
@@ -327,21 +329,21 @@ fn printable(text: &str) -> String {
 }
 
 fn bad_request(message: &str) -> Refused {
-    json::error(StatusCode::BAD_REQUEST, message)
+    Box::new(json::error(StatusCode::BAD_REQUEST, message))
 }
 
 fn not_found() -> Refused {
-    json::error(StatusCode::NOT_FOUND, "not found")
+    Box::new(json::error(StatusCode::NOT_FOUND, "not found"))
 }
 
 fn too_large() -> Refused {
-    json::error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is larger than {} KiB", MAX_BODY / 1024))
+    Box::new(json::error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body is larger than {} KiB", MAX_BODY / 1024)))
 }
 
 fn unauthorized(message: &str) -> Refused {
     let mut response = json::error(StatusCode::UNAUTHORIZED, message);
     response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    Box::new(response)
 }
 
 fn method_not_allowed(route: &Route) -> Refused {
@@ -349,5 +351,5 @@ fn method_not_allowed(route: &Route) -> Refused {
     if let Ok(allow) = HeaderValue::from_str(&route.methods.join(", ")) {
         response.headers_mut().insert(ALLOW, allow);
     }
-    response.into_response()
+    Box::new(response)
 }

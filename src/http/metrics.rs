@@ -86,6 +86,9 @@ impl EngineCollector {
     }
 }
 
+/// A gauge reported per pool: its name, its help, and how to read it from the pool's figures.
+type PoolGauge = (&'static str, &'static str, fn(&PoolStats) -> usize);
+
 /// Encodes one metric of one sample with no labels.
 fn single(
     encoder: &mut DescriptorEncoder,
@@ -103,7 +106,7 @@ impl Collector for EngineCollector {
         let telemetry = &self.shared.telemetry;
 
         // Gauges, one sample per pool.
-        let per_pool: [(&str, &str, fn(&PoolStats) -> usize); 5] = [
+        let per_pool: [PoolGauge; 5] = [
             ("keypool_keys", "Keys in the pool.", |s| s.keys),
             ("keypool_keys_free", "Keys free to lease.", |s| s.keys_free),
             ("keypool_keys_blocked", "Keys leased and not yet released.", |s| s.keys_blocked),

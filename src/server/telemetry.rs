@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(snapshot.buckets.iter().find(|(bound, _)| *bound == 0.005).map(|b| b.1), Some(2));
         assert_eq!(snapshot.buckets.last(), Some(&(f64::INFINITY, 1)));
         assert_eq!(snapshot.buckets.iter().map(|b| b.1).sum::<u64>(), 4);
-        assert!((snapshot.sum_seconds - 1000.006_01).abs() < 1e-6, "{}", snapshot.sum_seconds);
+        assert!((snapshot.sum_seconds - 1_000.006_01).abs() < 1e-6, "{}", snapshot.sum_seconds);
         assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 0, "front ends are apart");
     }
 
