@@ -12,6 +12,7 @@
 //! - [`protocol`]: request parsing and reply writing over byte buffers. No I/O, no engine.
 //! - [`server`]: the listener, the connection loop, and the expiry task that wire the two together.
 //! - [`auth`]: static tokens and JWTs, checked for `AUTH`, and the pools each one grants. No sockets.
+//! - [`http`]: the HTTP gateway, a second front end on the same engine (REST routes, `/metrics`, OpenAPI).
 //! - [`persist`]: the snapshot and append-only log in `--data-dir`, and recovery from them. Knows the
 //!   engine's change records, not the server.
 //! - [`client`]: the Rust client: typed async calls for every command, pipelining, and a lease guard.
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod http;
 pub mod persist;
 pub mod pool;
 pub mod protocol;

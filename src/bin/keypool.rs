@@ -116,6 +116,11 @@ struct Flags {
     /// choice on one core). Default: one per CPU core the process may run on.
     #[arg(long, env = "KEYPOOL_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: Option<u64>,
+
+    /// Also serve the HTTP gateway (REST routes, /health, /metrics, /openapi.json) on this address
+    /// (host:port), such as 127.0.0.1:7180, on the same pools. Off by default.
+    #[arg(long, env = "KEYPOOL_HTTP", value_name = "ADDR")]
+    http: Option<String>,
 }
 
 /// Room an ADD line needs besides its secret: `ADD `, a blank, and a keep-alive such as `10000000h`.
@@ -167,13 +172,16 @@ fn main() -> Result<()> {
         .transpose()
         .context("--jwt-secret-file")?;
     let auth = Authenticator::new(flags.auth_tokens.clone(), jwt).context("--auth-tokens")?;
-    let addr = resolve(&flags.listen)?;
-    if !addr.ip().is_loopback() && !auth.is_enabled() && !flags.insecure_open {
-        bail!(
-            "refusing to listen on {addr} without authentication: any machine that reaches it could take every \
-             key. Turn authentication on with --auth-tokens FILE and/or --jwt-secret-file FILE, listen on a \
-             loopback address (127.0.0.1, ::1), or, if the network itself is trusted, pass --insecure-open"
-        );
+    let addr = resolve("--listen", &flags.listen)?;
+    let http_addr = flags.http.as_deref().map(|http| resolve("--http", http)).transpose()?;
+    for addr in std::iter::once(addr).chain(http_addr) {
+        if !addr.ip().is_loopback() && !auth.is_enabled() && !flags.insecure_open {
+            bail!(
+                "refusing to listen on {addr} without authentication: any machine that reaches it could take \
+                 every key. Turn authentication on with --auth-tokens FILE and/or --jwt-secret-file FILE, listen \
+                 on a loopback address (127.0.0.1, ::1), or, if the network itself is trusted, pass --insecure-open"
+            );
+        }
     }
     let auth = Arc::new(auth);
     let config = Config {
@@ -227,6 +235,14 @@ fn main() -> Result<()> {
         );
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr().context("cannot read the listening address")?;
+        let http_listener = match http_addr {
+            Some(http_addr) => Some(
+                tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {http_addr} (--http)"))?,
+            ),
+            None => None,
+        };
         tracing::info!(
             %addr,
             block_timeout = %duration::format(config.pool.block_timeout),
@@ -247,19 +263,35 @@ fn main() -> Result<()> {
             "keypool listening"
         );
         tokio::spawn(reloads);
-        server::serve(listener, shared, shutdown_signal()).await;
+        // One state for both front ends, one shutdown for both, and the log synced once both are done.
+        server::start_background(&shared);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let http = http_listener.map(|http_listener| {
+            tokio::spawn(keypool::http::serve(http_listener, Arc::clone(&shared), stop.clone().cancelled_owned()))
+        });
+        let stopping = stop.clone();
+        server::run_shared(listener, Arc::clone(&shared), async move {
+            shutdown_signal().await;
+            stopping.cancel();
+        })
+        .await;
+        stop.cancel();
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        server::finish(&shared).await;
         tracing::info!("keypool stopped");
         Ok(())
     })
 }
 
-fn resolve(listen: &str) -> Result<SocketAddr> {
+fn resolve(flag: &str, listen: &str) -> Result<SocketAddr> {
     let mut addrs = listen
         .to_socket_addrs()
-        .with_context(|| format!("--listen {listen:?}: expected host:port, such as 127.0.0.1:7171"))?;
+        .with_context(|| format!("{flag} {listen:?}: expected host:port, such as 127.0.0.1:7171"))?;
     match addrs.next() {
         Some(addr) => Ok(addr),
-        None => bail!("--listen {listen:?} resolves to no address"),
+        None => bail!("{flag} {listen:?} resolves to no address"),
     }
 }
 

@@ -28,11 +28,12 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, lease_reply, Executed};
-use super::session::{Session, Waiting};
+use super::execute::{execute, Executed};
+use super::one_request::poll_waiting;
+use super::session::Session;
+use super::telemetry::{Batch, Frontend};
 use super::Shared;
 use crate::persist::Fsync;
-use crate::pool::Grant;
 use crate::protocol::codec::{self, Stopped};
 use crate::protocol::{reply, Request};
 
@@ -95,8 +96,10 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
     tokio::pin!(stopped);
     let mut session = Session::new(shared);
     let mut idle = shared.config.idle_timeout.map(IdleTimer::new);
+    let mut batch = Batch::default();
     loop {
-        let (progress, durable_at) = answer_buffered(shared, &mut session, &mut input, &mut output, max_line);
+        let (progress, durable_at) =
+            answer_buffered(shared, &mut session, &mut batch, &mut input, &mut output, max_line);
         if let Some(position) = durable_at {
             if !durable(shared, position).await {
                 return refuse_not_durable(socket, session, &mut output).await;
@@ -110,13 +113,21 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
             }
             output.clear();
         }
+        batch.finish(&shared.telemetry);
         match progress {
             Progress::NeedInput => {}
             Progress::OutputFull => continue,
             Progress::Quit | Progress::LineTooLong | Progress::Refused => return close(socket, session).await,
             Progress::Waiting => {
+                let waited_from = std::time::Instant::now();
+                let command = session.waiting.as_ref().map(|waiting| waiting.command());
                 match wait_for_key(&mut socket, &mut session, &mut input, &mut output, stopped.as_mut()).await? {
-                    WaitEnd::Answered => continue,
+                    WaitEnd::Answered => {
+                        if let Some(command) = command {
+                            shared.telemetry.record_latency(Frontend::Tcp, command, 1, waited_from.elapsed());
+                        }
+                        continue;
+                    }
                     WaitEnd::ClientGone => return Ok(()),
                     WaitEnd::Stopping => return close(socket, session).await,
                     WaitEnd::NotDurable => return refuse_not_durable(socket, session, &mut output).await,
@@ -165,6 +176,7 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
 fn answer_buffered(
     shared: &Arc<Shared>,
     session: &mut Session<'_>,
+    batch: &mut Batch,
     input: &mut BytesMut,
     output: &mut BytesMut,
     max_line: usize,
@@ -181,11 +193,19 @@ fn answer_buffered(
             logged_from = journal.map_or(0, |journal| journal.position());
             locked
         });
+        batch.start();
+        let command = request.command();
         if let Request::Quit = request {
-            locked.count(request.command());
+            locked.count(command);
+            batch.count(command);
             return ControlFlow::Break(Progress::Quit);
         }
-        match execute(request, locked, shared, session, output) {
+        let executed = execute(request, locked, shared, session, output);
+        // A request that waits is timed when its wait ends, not with this batch.
+        if !matches!(executed, Executed::Waits) {
+            batch.count(command);
+        }
+        match executed {
             Executed::Answered if output.len() >= OUTPUT_HIGH_WATER => ControlFlow::Break(Progress::OutputFull),
             Executed::Answered => ControlFlow::Continue(()),
             Executed::Waits => ControlFlow::Break(Progress::Waiting),
@@ -232,9 +252,9 @@ async fn wait_for_key(
     output: &mut BytesMut,
     mut stopped: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
 ) -> io::Result<WaitEnd> {
-    let Some(waiting) = session.waiting.as_ref() else {
+    if session.waiting.is_none() {
         return Ok(WaitEnd::Answered);
-    };
+    }
     let shared = session.shared();
     loop {
         let reading = input.len() < WAITING_INPUT_LIMIT;
@@ -243,13 +263,7 @@ async fn wait_for_key(
         }
         tokio::select! {
             biased;
-            outcome = std::future::poll_fn(|cx| poll_wait(shared, waiting, cx)) => {
-                match outcome {
-                    Some(grant) => lease_reply(output, waiting.reply, &grant.id, grant.token, grant.secret.as_deref()),
-                    None => reply::word(output, reply::words::NOT_FOUND),
-                }
-                // The ticket is spent: the session must not withdraw it.
-                session.waiting = None;
+            () = std::future::poll_fn(|cx| poll_waiting(shared, session, output, cx)) => {
                 // A granted lease is a change like any other: under `--fsync always`, on disk before its reply.
                 let always = shared.persist.as_ref().filter(|persist| persist.journal().fsync() == Fsync::Always);
                 if let Some(persist) = always {
@@ -267,21 +281,6 @@ async fn wait_for_key(
             () = &mut stopped => return Ok(WaitEnd::Stopping),
         }
     }
-}
-
-/// Polls a waiting request's outcome, and drops its pool once collecting it left the pool empty (a
-/// wait that ran out in a pool it created, say).
-fn poll_wait(shared: &Shared, waiting: &Waiting, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Grant>> {
-    let mut locked = shared.lock();
-    let Some(pool) = locked.pools.get(waiting.pool) else {
-        // Cannot happen (a pool with a waiter is never dropped); answering NOT_FOUND is the safe side.
-        return std::task::Poll::Ready(None);
-    };
-    let outcome = pool.poll_wait(&waiting.ticket, cx);
-    if outcome.is_ready() {
-        locked.pools.drop_if_idle(waiting.pool);
-    }
-    outcome
 }
 
 /// The `--idle-timeout` clock of one connection.

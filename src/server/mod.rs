@@ -12,15 +12,19 @@
 //! - [`state`] is what every connection shares: the pool behind its mutex, and the counters for STATS;
 //! - [`expiry`] drives the pool's timers;
 //! - [`compaction`] writes a new snapshot and starts a fresh log when the log has grown (with
-//!   `--data-dir`).
+//!   `--data-dir`);
+//! - [`one_request`] serves a single request outside a batch (the HTTP gateway's way in), and ends waits;
+//! - [`telemetry`] measures outcomes and latencies for the Prometheus endpoint.
 
 mod compaction;
 mod connection;
 mod execute;
 mod expiry;
 mod listener;
+mod one_request;
 mod session;
 mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +37,9 @@ use crate::auth::Authenticator;
 use crate::persist::{self, PersistError};
 use crate::pool::PoolConfig;
 
+pub use execute::VERSION;
+pub use one_request::run_one;
+pub use session::Session;
 pub use state::Shared;
 
 /// Everything the server needs to know; the daemon fills it from its flags.
@@ -93,22 +100,40 @@ pub async fn run(
     Ok(())
 }
 
-/// [`run`], on state already made (and recovered): what the daemon calls, so that it recovers before it
-/// opens its port.
+/// [`run`], on state already made (and recovered), with the TCP front end alone.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    start_background(&shared);
+    run_shared(listener, Arc::clone(&shared), shutdown).await;
+    finish(&shared).await;
+}
+
+/// Starts what runs beside the front ends: the expiry task of every pool there is (recovered ones,
+/// at start-up), and with a data directory the compaction check.
+pub fn start_background(shared: &Arc<Shared>) {
     let pools = shared.lock().pools.list();
     for (pool, _) in pools {
-        expiry::start(&shared, pool);
+        expiry::start(shared, pool);
     }
     if shared.persist.is_some() {
-        tokio::spawn(compaction::watch(Arc::clone(&shared)));
+        tokio::spawn(compaction::watch(Arc::clone(shared)));
     }
-    listener::serve(listener, Arc::clone(&shared), shutdown).await;
+}
+
+/// The TCP front end on state made beforehand, which another front end (the HTTP gateway) may serve as
+/// well: accepts until `shutdown`, then lets every connection finish its batch. Call
+/// [`start_background`] before and [`finish`] once every front end has returned.
+pub async fn run_shared(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    listener::serve(listener, shared, shutdown).await;
+}
+
+/// Ends the background tasks and, with a data directory, writes and syncs every change and releases
+/// the directory. Call after every front end has stopped serving.
+pub async fn finish(shared: &Arc<Shared>) {
     // The expiry tasks hold the state too; ending them lets it go (and with it the data directory's lock).
     shared.stopped.cancel();
     if shared.persist.is_some() {
         // The writer's last write and sync block; do not hold up the runtime's other work with them.
-        let last = Arc::clone(&shared);
+        let last = Arc::clone(shared);
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(persist) = &last.persist {
                 persist.stop();
@@ -129,7 +154,11 @@ impl Handle {
     /// Binds `addr` (use port 0 for any free port) and starts serving on it. With a data directory,
     /// recovers from it first; a recovery that fails is an error of kind `Other` carrying its message.
     pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
-        let shared = Arc::new(Shared::new(config).map_err(std::io::Error::other)?);
+        Handle::start_shared(addr, Arc::new(Shared::new(config).map_err(std::io::Error::other)?)).await
+    }
+
+    /// [`Handle::start`] on state made beforehand, which another front end may serve as well.
+    pub async fn start_shared(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Handle> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::compaction::Compactor;
+use super::telemetry::Telemetry;
 use super::Config;
 use crate::persist::{PersistError, Persistence};
 use crate::pool::Pools;
@@ -43,6 +44,8 @@ pub struct Shared {
     /// Cancelled once the server has stopped serving: background tasks (expiry, compaction checks) end.
     pub stopped: tokio_util::sync::CancellationToken,
     pub started: Instant,
+    /// Outcomes and latencies for `/metrics`; atomics, written outside the lock too.
+    pub telemetry: Telemetry,
     curr_connections: AtomicU64,
     total_connections: AtomicU64,
     rejected_connections: AtomicU64,
@@ -63,6 +66,7 @@ impl Shared {
             compactor: Compactor::default(),
             stopped: tokio_util::sync::CancellationToken::new(),
             started: Instant::now(),
+            telemetry: Telemetry::default(),
             curr_connections: AtomicU64::new(0),
             total_connections: AtomicU64::new(0),
             rejected_connections: AtomicU64::new(0),

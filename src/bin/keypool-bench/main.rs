@@ -17,6 +17,7 @@ mod driver;
 #[cfg(test)]
 mod fake_keypool;
 mod handoff;
+mod http;
 mod preflight;
 mod report;
 mod seed;
@@ -114,6 +115,16 @@ struct Flags {
     /// No progress line on stderr.
     #[arg(long)]
     quiet: bool,
+
+    /// Lease over keypool's HTTP gateway instead (GET /keys, then PUT /keys/{id}?token=), one request in
+    /// flight per keep-alive connection; the keys are still seeded over --server. With --embedded, the
+    /// embedded daemon serves HTTP too.
+    #[arg(long)]
+    http: bool,
+
+    /// The HTTP gateway's address (host:port), for --http.
+    #[arg(long, default_value = "127.0.0.1:7180", requires = "http", conflicts_with = "embedded")]
+    http_server: String,
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -138,6 +149,12 @@ impl Flags {
         }
         if self.no_seed && self.workload.needs_ids(self.target) {
             bail!("the {} workload names seeded keys: drop --no-seed", self.workload.name());
+        }
+        if self.http && (self.target != Target::Keypool || self.workload != Workload::Lease) {
+            bail!("--http drives keypool's HTTP gateway with the lease workload only");
+        }
+        if self.http && (self.pipeline > 1 || self.rate.is_some()) {
+            bail!("--http keeps one request in flight per connection, closed loop: drop --pipeline and --rate");
         }
         if self.embedded && self.target != Target::Keypool {
             bail!("--embedded starts keypool; it cannot stand in for {}", self.target.name());
@@ -212,15 +229,25 @@ fn main() -> Result<()> {
 }
 
 async fn run(flags: Flags) -> Result<()> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let shared = Arc::new(keypool::server::Shared::new(Config::default())?);
     let embedded = match flags.embedded {
-        true => Some(Handle::start(SocketAddr::from(([127, 0, 0, 1], 0)), Config::default()).await?),
+        true => Some(Handle::start_shared(loopback, Arc::clone(&shared)).await?),
+        false => None,
+    };
+    let embedded_http = match flags.embedded && flags.http {
+        true => Some(keypool::http::Handle::start(loopback, shared).await?),
         false => None,
     };
     let addr = match &embedded {
         Some(handle) => handle.addr().to_string(),
         None => flags.server.clone(),
     };
-    let summary = measure(&flags, &addr).await;
+    let http_addr = embedded_http.as_ref().map_or_else(|| flags.http_server.clone(), |http| http.addr().to_string());
+    let summary = measure_at(&flags, &addr, &http_addr).await;
+    if let Some(http) = embedded_http {
+        http.stop().await;
+    }
     if let Some(handle) = embedded {
         handle.stop().await;
     }
@@ -234,7 +261,13 @@ async fn run(flags: Flags) -> Result<()> {
 }
 
 /// Checks and seeds the server at `addr`, drives it as `flags` say, and sums up what it measured.
+#[cfg(test)]
 async fn measure(flags: &Flags, addr: &str) -> Result<Summary> {
+    measure_at(flags, addr, &flags.http_server).await
+}
+
+/// [`measure`], with the HTTP gateway at `http_addr` for `--http`.
+async fn measure_at(flags: &Flags, addr: &str, http_addr: &str) -> Result<Summary> {
     let addr = addr.to_string();
     if let Some(plan) = flags.contend_plan() {
         preflight::check_contend(&addr, plan).await?;
@@ -258,6 +291,9 @@ async fn measure(flags: &Flags, addr: &str) -> Result<Summary> {
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let live = Arc::clone(&live);
+            if flags.http {
+                return tokio::spawn(http::run(http_addr.to_string(), schedule, live));
+            }
             if flags.workload == Workload::Contend {
                 return tokio::spawn(contend::run(addr.clone(), flags.wait(), flags.hold(), schedule, live));
             }
@@ -278,7 +314,7 @@ async fn measure(flags: &Flags, addr: &str) -> Result<Summary> {
     }
     let first_unexpected = live.first_unexpected.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let summary = Summary {
-        target: flags.target.name(),
+        target: if flags.http { "keypool-http" } else { flags.target.name() },
         workload: flags.workload.name(),
         connections,
         idle: flags.idle as usize,

@@ -1,0 +1,93 @@
+//! The gateway's accept loop: one hyper HTTP/1.1 connection (keep-alive) per client, up to
+//! `--max-connections` at once, and a clean shutdown.
+//!
+//! This is a loop of our own rather than `axum::serve` so that the gateway keeps the TCP front end's
+//! habits: a connection limit with an immediate answer past it, connections counted for `/metrics`, and
+//! shutdown that stops accepting, then lets each connection finish the request in hand (waiting requests
+//! are answered at once, see [`super::Gateway::stop`]). A client that hangs up mid-request makes hyper
+//! drop the request's future, and with it the request's session, whose `Drop` withdraws its wait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::{router, Gateway};
+
+/// How long a connection may take to finish its request once shutdown has begun.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 33\r\nconnection: close\r\n\r\n{\"error\":\"too many connections\"}\n";
+
+/// Accepts connections until `shutdown` completes, then waits for the open ones to finish.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+    let shared = Arc::clone(&gateway.shared);
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let connections = TaskTracker::new();
+    let app = router::router(Arc::clone(&gateway));
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP gateway listening");
+    }
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // As on the TCP side: not the listener's fault; pause so that a descriptor shortage does
+                // not spin.
+                tracing::warn!(%error, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP refused: too many connections");
+            // A new socket's send buffer is empty, so the whole answer fits without waiting.
+            let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        shared.telemetry.http_connection_opened();
+        let service = TowerToHyperService::new(app.clone());
+        let shared = Arc::clone(&shared);
+        let stop = gateway.stop.clone();
+        connections.spawn(async move {
+            tracing::debug!(%peer, "HTTP connection opened");
+            // The timer gives hyper its default 30 s limit on reading a request's headers.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(socket), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(SHUTDOWN_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%peer, %error, "HTTP connection ended by an error");
+            }
+            shared.telemetry.http_connection_closed();
+            drop(permit);
+            tracing::debug!(%peer, "HTTP connection closed");
+        });
+    }
+
+    drop(listener);
+    tracing::info!(open = connections.len(), "HTTP gateway shutting down: no new connections");
+    gateway.stop.cancel();
+    connections.close();
+    connections.wait().await;
+}
