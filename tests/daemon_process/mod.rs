@@ -133,8 +133,11 @@ impl Collected {
 pub fn run_to_exit(launcher: &Launcher, args: &[&str]) -> (ExitStatus, String) {
     let mut child = launcher.command(args).spawn().expect("spawn keypool");
     let mut stderr = Collected::start(&mut child);
-    let status = wait_exit(&mut child, PROCESS_TIMEOUT)
-        .unwrap_or_else(|| panic!("keypool {args:?} did not exit within {PROCESS_TIMEOUT:?}"));
+    let Some(status) = wait_exit(&mut child, PROCESS_TIMEOUT) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("keypool {args:?} did not exit within {PROCESS_TIMEOUT:?}; stderr:\n{}", stderr.all());
+    };
     (status, stderr.all())
 }
 
@@ -168,6 +171,15 @@ impl Daemon {
     /// Starts the daemon through `launcher` with `args` (plus `--listen` on a free port) and waits
     /// until it answers PING. Panics, with its stderr, if it exits instead.
     pub async fn start_with(launcher: &Launcher, args: &[&str]) -> Daemon {
+        match Daemon::try_start_with(launcher, args).await {
+            Ok(daemon) => daemon,
+            Err((status, stderr)) => panic!("keypool {args:?} exited at start with {status}; stderr:\n{stderr}"),
+        }
+    }
+
+    /// Starts the daemon as [`Daemon::start_with`] does, for a test that expects it may refuse to:
+    /// the running daemon, or its exit status and stderr.
+    pub async fn try_start_with(launcher: &Launcher, args: &[&str]) -> Result<Daemon, (ExitStatus, String)> {
         for _attempt in 0..3 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("an address");
             let listen = addr.to_string();
@@ -178,16 +190,16 @@ impl Daemon {
             let mut daemon = Daemon { child, addr, stderr };
             let deadline = Instant::now() + PROCESS_TIMEOUT;
             loop {
-                if daemon.child.try_wait().expect("poll the child").is_some() {
+                if let Some(status) = daemon.child.try_wait().expect("poll the child") {
                     let said = daemon.stderr.all();
                     if said.contains("cannot listen on") {
                         // Someone took the port between our probe and the daemon's bind: try another.
                         break;
                     }
-                    panic!("keypool {args:?} exited at start; stderr:\n{said}");
+                    return Err((status, said));
                 }
                 if answers_ping(addr).await {
-                    return daemon;
+                    return Ok(daemon);
                 }
                 assert!(
                     Instant::now() < deadline,
