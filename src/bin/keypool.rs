@@ -162,6 +162,9 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed, or past a file-size limit) must not panic the
+        // thread that wrote it: that could be the log writer.
+        .log_internal_errors(false)
         .init();
 
     let max_line = flags.max_line as usize;

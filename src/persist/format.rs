@@ -234,7 +234,9 @@ pub fn next_frame(data: &[u8], offset: usize) -> Frame<'_> {
         return if zeros(rest) { Frame::End } else { Frame::Damaged };
     }
     let Some(payload) = rest.get(FRAME_HEADER..FRAME_HEADER + length) else {
-        return Frame::Torn;
+        // Cut short by the end of the file: a crash mid-write, unless a whole record follows, in which
+        // case the length itself is damaged and cutting here would throw acknowledged changes away.
+        return if whole_record_after(rest) { Frame::Damaged } else { Frame::Torn };
     };
     if crc32fast::hash(payload) == crc {
         return Frame::Record(payload, offset + FRAME_HEADER + length);
@@ -244,6 +246,22 @@ pub fn next_frame(data: &[u8], offset: usize) -> Frame<'_> {
     } else {
         Frame::Damaged
     }
+}
+
+/// Whether a whole record with a matching checksum starts anywhere after the first byte of `rest`. Only a
+/// record that does not check out pays for this; a torn tail, the common case, is short.
+fn whole_record_after(rest: &[u8]) -> bool {
+    (1..rest.len().saturating_sub(FRAME_HEADER)).any(|at| {
+        let header = &rest[at..at + FRAME_HEADER];
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let start = at + FRAME_HEADER;
+        (1..=MAX_PAYLOAD).contains(&length)
+            && rest.len() - start >= length
+            // A record's payload starts with its kind: a cheap filter before the checksum.
+            && matches!(rest[start], KIND_KEY..=KIND_DELETED | KIND_LOG_HEADER..=KIND_SNAPSHOT_END)
+            && crc32fast::hash(&rest[start..start + length]) == crc
+    })
 }
 
 /// Decodes a payload that passed its checksum.
@@ -474,6 +492,10 @@ mod tests {
         let mut flipped = out.clone();
         flipped[second + FRAME_HEADER + 3] ^= 0x40;
         assert_eq!(next_frame(&flipped, second), Frame::Damaged);
+        let mut long_length = out.clone();
+        long_length[second + 2] ^= 0x01;
+        assert_eq!(next_frame(&long_length, second), Frame::Damaged, "a length past the end, whole records after");
+        assert_eq!(next_frame(&long_length[..second + 12], second), Frame::Torn, "nothing whole after: torn");
         let mut zero_tail = out[..second].to_vec();
         zero_tail.extend_from_slice(&[0; 100]);
         assert_eq!(next_frame(&zero_tail, second), Frame::End);

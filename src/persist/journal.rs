@@ -123,7 +123,14 @@ impl Journal {
             last_sync: Instant::now(),
             spare: Vec::new(),
         };
-        let thread = std::thread::Builder::new().name("keypool-log".into()).spawn(move || writer.run())?;
+        let watched = Arc::clone(&journal);
+        let thread = std::thread::Builder::new().name("keypool-log".into()).spawn(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run())).is_err() {
+                // Nothing will write the log again: refuse changes, and fail the waits rather than hang them.
+                watched.failed.store(true, Ordering::Relaxed);
+                watched.durable.send_modify(|durable| durable.failed = true);
+            }
+        })?;
         Ok((journal, thread))
     }
 
