@@ -11,6 +11,7 @@ memcached on the PATH (`apt-get install redis-server memcached`).
     python3 scripts/bench.py --duration 3s --runs 5
     python3 scripts/bench.py --only contend  # handoffs: 1000 connections sharing 10 keys
     python3 scripts/bench.py --only versus --baseline-daemon /path/to/older/keypool   # lease, old vs new
+    python3 scripts/bench.py --only persistence   # --data-dir: fsync policies, redis AOF, recovery, compaction
 """
 
 import argparse
@@ -21,6 +22,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,6 +274,144 @@ def section_contend(args):
     return {"runs": results, "median": median}
 
 
+def stat(port, name):
+    """One STATS figure of the keypool on `port`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as conn:
+        conn.sendall(b"STATS\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    for line in data.decode().splitlines():
+        parts = line.split(" ")
+        if len(parts) == 3 and parts[1] == name:
+            return int(parts[2]) if parts[2].isdigit() else parts[2]
+    raise RuntimeError(f"no STAT {name}")
+
+
+def command(port, line):
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as conn:
+        conn.sendall(line.encode() + b"\r\n")
+        return conn.makefile().readline().strip()
+
+
+def dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def section_persistence(args):
+    """--data-dir: lease under each fsync policy against in-memory keypool and redis with appendfsync
+    always, recovery of 10M keys, and lease latency during a compaction."""
+    scratch = tempfile.mkdtemp(prefix="keypool-bench-", dir=os.path.join(ROOT, "target"))
+    rows = {}
+    print("\n## durability: lease (GET + REL), 50 connections\n")
+    print("| pipeline | configuration | ops/s | p50 us | p99 us | runs |")
+    print("|---|---|---|---|---|---|")
+    have_redis = shutil.which("redis-server") is not None
+    for pipeline in (1, 32):
+        configs = [("in memory", "keypool", []),
+                   ("--fsync everysec", "keypool", ["--fsync", "everysec"]),
+                   ("--fsync always", "keypool", ["--fsync", "always"])]
+        if have_redis:
+            configs.append(("redis appendfsync always", "redis", ["--appendonly", "yes", "--appendfsync", "always"]))
+        results = {label: [] for label, _, _ in configs}
+        for _ in range(args.runs):
+            for label, target, extra in configs:
+                data = os.path.join(scratch, "data")
+                shutil.rmtree(data, ignore_errors=True)
+                os.makedirs(data)
+                if target == "keypool" and extra:
+                    extra = ["--data-dir", data, *extra]
+                elif target == "redis":
+                    extra = [*extra, "--dir", data]
+                server = Server(target, extra)
+                try:
+                    results[label].append(measured(server, target, args.duration, workload="lease",
+                                                   pipeline=pipeline, keys=args.keys))
+                finally:
+                    server.stop()
+        for label, _, _ in configs:
+            m = summarize(results[label])
+            runs = " ".join(fmt_ops(r["ops_per_sec"]) for r in results[label])
+            print(f"| {pipeline} | {label} | {fmt_ops(m['ops_per_sec'])} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {runs} |",
+                  flush=True)
+        ratios = {"everysec_vs_memory": ratio(results, "--fsync everysec", "in memory")}
+        if have_redis:
+            ratios["always_vs_redis_always"] = ratio(results, "--fsync always", "redis appendfsync always")
+        print(f"| {pipeline} | ratios (median of rounds) | " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()) + " | | | |")
+        rows[f"lease_p{pipeline}"] = {label: summarize(r) for label, r in results.items()} | {"ratios": ratios}
+
+    print("\n## recovery of 10,000,000 keys\n")
+    print("| from | keys | bytes on disk | bytes per key | recovery_ms (STAT) | start to first reply, s |")
+    print("|---|---|---|---|---|---|")
+    data = os.path.join(scratch, "data")
+    shutil.rmtree(data, ignore_errors=True)
+    keys = 10_000_000
+    server = Server("keypool", ["--data-dir", data, "--fsync", "no"])
+    try:
+        bench("keypool", "1s", workload="ping", keys=keys, warmup="0s")
+    finally:
+        server.stop()
+    recovery = {}
+    for label in ("log only", "snapshot"):
+        started = time.time()
+        server = Server("keypool", ["--data-dir", data, "--fsync", "no"])
+        try:
+            first_reply = time.time() - started
+            recovered = stat(PORTS["keypool"], "recovery_ms")
+            present = stat(PORTS["keypool"], "keys")
+            on_disk = dir_bytes(data)
+            print(f"| {label} | {present:,} | {on_disk:,} | {on_disk / max(present, 1):.1f} | {recovered} | {first_reply:.2f} |",
+                  flush=True)
+            recovery[label] = {"keys": present, "bytes": on_disk, "recovery_ms": recovered, "first_reply_s": first_reply}
+            if label == "log only":
+                command(PORTS["keypool"], "COMPACT")
+        finally:
+            server.stop()
+    rows["recovery"] = recovery
+
+    print("\n## lease p99 during compactions (1,000,000 keys, --fsync everysec, 50 connections, pipeline 1)\n")
+    print("| | ops/s | p50 us | p99 us | compactions during the run |")
+    print("|---|---|---|---|---|")
+    during = {}
+    for label, compacting in (("no compaction", False), ("COMPACT back to back", True)):
+        results, counts = [], []
+        for _ in range(args.runs):
+            shutil.rmtree(data, ignore_errors=True)
+            server = Server("keypool", ["--data-dir", data, "--fsync", "everysec"])
+            stop = threading.Event()
+
+            def compact_loop():
+                while not stop.is_set():
+                    command(PORTS["keypool"], "COMPACT")
+
+            try:
+                bench("keypool", "1s", workload="ping", keys=1_000_000, warmup="0s")
+                before = stat(PORTS["keypool"], "compactions")
+                loop = threading.Thread(target=compact_loop) if compacting else None
+                if loop:
+                    loop.start()
+                results.append(bench("keypool", args.duration, workload="lease", pipeline=1, no_seed=True))
+                stop.set()
+                if loop:
+                    loop.join()
+                counts.append(stat(PORTS["keypool"], "compactions") - before)
+            finally:
+                stop.set()
+                server.stop()
+        m = summarize(results)
+        print(f"| {label} | {fmt_ops(m['ops_per_sec'])} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {statistics.median(counts):.0f} |",
+              flush=True)
+        during[label] = m
+    during["p99_ratio"] = during["COMPACT back to back"]["p99_us"] / during["no compaction"]["p99_us"]
+    print(f"\np99 during compactions / p99 without: {during['p99_ratio']:.2f}x")
+    rows["compaction"] = during
+    shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
 def section_versus(args):
     if not args.baseline_daemon:
         sys.exit("--only versus needs --baseline-daemon PATH (an older keypool build to compare with)")
@@ -302,7 +443,7 @@ def main():
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--workloads", nargs="+", default=["lease", "ping", "info"])
-    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus"])
+    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus", "persistence"])
     parser.add_argument("--baseline-daemon", help="an older keypool binary, for --only versus")
     parser.add_argument("--full-memory", action="store_true", help="also measure the baselines at 1e7 keys")
     parser.add_argument("--out", default=os.path.join(ROOT, "target", "bench-results.json"))
@@ -314,7 +455,7 @@ def main():
     print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}; "
           f"server on CPU {SERVER_CPU}, keypool-bench on CPU {CLIENT_CPU}; medians of {args.runs} runs of {args.duration}")
     sections = {"compare": section_compare, "scaling": section_scaling, "memory": section_memory, "idle": section_idle,
-                "contend": section_contend, "versus": section_versus}
+                "contend": section_contend, "versus": section_versus, "persistence": section_persistence}
     results = {}
     for name, run in sections.items():
         # versus needs a second build, so it runs only when asked for.
