@@ -1,0 +1,145 @@
+"""One blocking connection to the daemon: connect and authenticate, send a batch, read its replies.
+
+A connection that fails in any way the protocol cannot recover from (an I/O error, a timeout, a reply it
+does not understand) marks itself ``broken`` and closes; the client then drops it and a later call opens a
+new one. Errors the daemon reports in a reply (``CLIENT_ERROR`` and friends) leave it usable.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from . import wire
+from .errors import ConnectionError, Error, ProtocolError
+
+DEFAULT_ADDRESS = "127.0.0.1:7171"
+# The longest reply line accepted: a lease reply with the longest secret the daemon can hold (--max-line
+# is at most 1 MiB) fits with room to spare.
+MAX_REPLY_LINE = 2 * 1024 * 1024
+
+Address = Union[str, Tuple[str, int]]
+
+
+def parse_address(addr: Optional[Address]) -> Tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6), a ``(host, port)`` pair, or None for $KEYPOOL_ADDR or the
+    default ``127.0.0.1:7171``."""
+    if addr is None:
+        addr = os.environ.get("KEYPOOL_ADDR") or DEFAULT_ADDRESS
+    if isinstance(addr, tuple):
+        return addr[0], int(addr[1])
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must be host:port, not {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def decode(raw: bytes) -> str:
+    """A reply line without its line ending. Replies are ASCII; latin-1 never fails on a stray byte."""
+    return raw.rstrip(b"\r\n").decode("latin-1")
+
+
+class Connection:
+    """A blocking socket to the daemon that has been through its handshake (``AUTH``, ``USE``)."""
+
+    def __init__(self, address: Tuple[str, int], timeout: float, token: Optional[str], pool: Optional[str]):
+        self._timeout = timeout
+        self.broken = False
+        try:
+            self._sock = socket.create_connection(address, timeout=timeout)
+        except OSError as e:
+            raise ConnectionError(f"cannot connect to keypool at {address[0]}:{address[1]}: {e}") from e
+        self._sock_timeout: Optional[float] = timeout
+        # Requests are small and each waits for its reply: Nagle's algorithm would only add latency.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = self._sock.makefile("rb")
+        handshake = wire.handshake(token, pool)
+        if handshake:
+            try:
+                for result in self.run(handshake):
+                    if isinstance(result, Error):
+                        raise result
+            except Error:
+                self.close()
+                raise
+
+    def call(self, request: wire.Request) -> Any:
+        """Sends one request and returns its parsed reply (raising the error the reply carries)."""
+        result = self.run([request])[0]
+        if isinstance(result, Error):
+            raise result
+        return result
+
+    def run(self, requests: Sequence[wire.Request]) -> List[Any]:
+        """Sends requests in one write and reads their replies in order.
+
+        A reply that is an error is returned as its exception instance, in its place; a failure of the
+        connection itself raises (and breaks the connection).
+        """
+        try:
+            self._set_timeout(self._timeout + sum(r.wait for r in requests))
+            self._sock.sendall(b"".join(r.line for r in requests))
+            results = []
+            for request in requests:
+                lines = self._read_reply(request)
+                try:
+                    results.append(wire.interpret(request, lines))
+                except Error as e:
+                    results.append(e)
+            for result in results:
+                if isinstance(result, ProtocolError):
+                    raise result
+            return results
+        except Error:
+            # Listed first: keypool's ConnectionError is an OSError too, and needs no wrapping.
+            self.close()
+            raise
+        except OSError as e:
+            self.close()
+            what = "timed out" if isinstance(e, socket.timeout) else str(e)
+            raise ConnectionError(f"connection to keypool failed: {what}") from e
+
+    def is_closed_by_peer(self) -> bool:
+        """Whether the daemon closed this idle connection (after --idle-timeout, or a restart).
+
+        Between requests the daemon owes nothing, so a socket that is readable has hit end of file (or holds
+        bytes nobody asked for): either way it cannot be used. One zero-timeout poll, no blocking.
+        """
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def close(self) -> None:
+        """Closes the socket; the connection is broken from then on."""
+        self.broken = True
+        try:
+            self._reader.close()
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _set_timeout(self, timeout: float) -> None:
+        # settimeout costs a system call; most requests reuse the last value.
+        if timeout != self._sock_timeout:
+            self._sock.settimeout(timeout)
+            self._sock_timeout = timeout
+
+    def _read_line(self) -> str:
+        raw = self._reader.readline(MAX_REPLY_LINE)
+        if not raw.endswith(b"\n"):
+            if not raw:
+                raise ConnectionError("connection closed by the daemon")
+            raise ProtocolError("reply line too long or cut short")
+        return decode(raw)
+
+    def _read_reply(self, request: wire.Request) -> List[str]:
+        first = self._read_line()
+        lines = [first]
+        if wire.continues_block(request, first):
+            while lines[-1] != "END":
+                lines.append(self._read_line())
+        return lines
