@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m keypool", description="Talk to a keypool daemon from a shell script."
     )
     parser.add_argument("--addr", default=None, help="host:port (default: $KEYPOOL_ADDR or 127.0.0.1:7171)")
-    parser.add_argument("--pool", default=os.environ.get("KEYPOOL_POOL"), help="pool (default: $KEYPOOL_POOL)")
-    parser.add_argument("--token", default=os.environ.get("KEYPOOL_TOKEN"), help="AUTH token ($KEYPOOL_TOKEN)")
+    parser.add_argument("--pool", default=os.environ.get("KEYPOOL_POOL") or None, help="pool (default: $KEYPOOL_POOL)")
+    parser.add_argument("--token", default=os.environ.get("KEYPOOL_TOKEN") or None, help="AUTH token ($KEYPOOL_TOKEN)")
     parser.add_argument("--timeout", type=duration, default=5.0, help="I/O timeout in seconds (default 5)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     release = commands.add_parser("release", help="release a leased key")
     release.add_argument("id", help="the key's id")
-    release.add_argument("token", nargs="?", default=None, help="the lease's token (recommended)")
+    release.add_argument("lease_token", nargs="?", default=None, metavar="TOKEN", help="the lease's token (recommended)")
     release.add_argument("--delay", type=duration, default=None, help="hand it out again only after this")
 
     stats = commands.add_parser("stats", help="print the daemon's (or a pool's) STATS")
@@ -98,7 +98,7 @@ def _run(client: Client, args: argparse.Namespace, out: IO[str], err: IO[str]) -
         print(" ".join(fields), file=out)
         return 0
     if args.command == "release":
-        key = args.id if args.token is None else Lease(args.id, _token(args.token))
+        key = args.id if args.lease_token is None else Lease(args.id, _token(args.lease_token))
         word = client._call(wire.release_word(key, args.delay))
         print(word, file=out)
         return 0 if word == "RELEASED" else 1
