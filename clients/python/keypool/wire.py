@@ -21,6 +21,8 @@ KeyRef = Union[str, Lease]
 """A key named by its id, or a :class:`Lease` (whose token is then sent too)."""
 
 _NUMBER = re.compile(r"[0-9]+")
+# What one argument may be: printable ASCII, no spaces (protocol.md's rule for secrets, tokens and names).
+_ONE_TOKEN = re.compile(r"[\x21-\x7e]+")
 # STAT values that are names even when they happen to be all digits.
 _TEXT_STATS = frozenset({"id", "pool", "version", "state"})
 
@@ -69,7 +71,7 @@ def _encode(*words: str) -> bytes:
             raise TypeError(f"{words[0]} arguments must be str, not {type(word).__name__}")
         # A space or line break would split the argument or start a second request (and the message must
         # not echo the argument: it may be a secret).
-        if not word or not word.isascii() or any(c <= " " or c == "\x7f" for c in word):
+        if not _ONE_TOKEN.fullmatch(word):
             raise ValueError(f"{words[0]} argument must be non-empty printable ASCII without spaces")
     return (" ".join(words) + "\r\n").encode("ascii")
 
