@@ -140,6 +140,8 @@ class AsyncClient:
         self._idle: List[_AsyncConnection] = []
         self._closed = False
         self._block_timeout: Optional[float] = None
+        # As in Client: the leases inside an `async with leased()` block, by token.
+        self._held: Dict[int, "AsyncLeased"] = {}
 
     async def gen(self, n: int = 1) -> List[str]:
         """As :meth:`keypool.Client.gen`."""
@@ -158,7 +160,11 @@ class AsyncClient:
         return await self._call(wire.lease(wait, block))
 
     async def release(self, key: KeyRef, delay: Optional[Seconds] = None) -> bool:
-        """As :meth:`keypool.Client.release`."""
+        """As :meth:`keypool.Client.release` (which also says how it works inside ``leased()``)."""
+        if isinstance(key, Lease) and key.token is not None:
+            held = self._held.pop(key.token, None)
+            if held is not None:
+                await held._stop_heartbeat()
         return await self._call(wire.release(key, delay))
 
     async def touch(self, key: KeyRef, duration: Optional[Seconds] = None) -> bool:
@@ -299,6 +305,7 @@ class AsyncLeased:
         if lease is None:
             raise NoKeyAvailable(f"no key came free within {self._wait}s")
         self._lease = lease
+        self._client._held[lease.token] = self
         if self._heartbeat:
             try:
                 window = await self._client.block_timeout() if self._block is None else wire.seconds(self._block)
@@ -329,15 +336,21 @@ class AsyncLeased:
                 log.warning("the lease with token %s was lost (%s); stop using its key", lease.token, word)
                 return
 
+    async def _stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            # asyncio.wait, not await: the heartbeat's own cancellation must not look like ours.
+            await asyncio.wait({self._beat})
+
     async def _give_back(self) -> None:
         lease = self._lease
         if lease is None:
             return
         self._lease = None
-        if self._beat is not None:
-            self._beat.cancel()
-            # asyncio.wait, not await: the heartbeat's own cancellation must not look like ours.
-            await asyncio.wait({self._beat})
+        still_held = self._client._held.pop(lease.token, None) is self
+        await self._stop_heartbeat()
+        if not still_held:
+            return  # the caller released it with AsyncClient.release
         try:
             word = await self._client._call(wire.release_word(lease))
         except Error as e:

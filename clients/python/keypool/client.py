@@ -59,6 +59,9 @@ class Client:
         self._lock = threading.Lock()
         self._closed = False
         self._block_timeout: Optional[float] = None
+        # The leases inside a `with leased()` block, by token: release() of one of them stops its
+        # heartbeat, and the block then leaves the key alone.
+        self._held: Dict[int, "Leased"] = {}
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -84,7 +87,15 @@ class Client:
     def release(self, key: KeyRef, delay: Optional[Seconds] = None) -> bool:
         """Releases a leased key, handing it out again after ``delay`` seconds if given. ``key`` is an id
         or a :class:`Lease` (whose token is sent, so only that lease is released). False when the key was
-        not blocked, the lease is over (``STALE``), or there is no such key."""
+        not blocked, the lease is over (``STALE``), or there is no such key.
+
+        Inside ``with client.leased() as lease:``, ``client.release(lease, delay=60)`` gives the key back
+        (say, resting a rate-limited key) and the block does not release it again."""
+        if isinstance(key, Lease) and key.token is not None:
+            with self._lock:
+                held = self._held.pop(key.token, None)
+            if held is not None:
+                held._stop_heartbeat()
         return self._call(wire.release(key, delay))
 
     def touch(self, key: KeyRef, duration: Optional[Seconds] = None) -> bool:
@@ -221,13 +232,15 @@ class Leased:
         if lease is None:
             raise NoKeyAvailable(f"no key came free within {self._wait}s")
         self._lease = lease
+        with self._client._lock:
+            self._client._held[lease.token] = self
         if self._heartbeat:
             try:
                 window = self._client.block_timeout() if self._block is None else wire.seconds(self._block)
                 self._beat = _Heartbeat(self._client, lease, self._block, window / 3)
                 self._beat.start()
             except BaseException:
-                self._give_back(failed=True)
+                self._give_back()
                 raise
         return lease
 
@@ -237,15 +250,22 @@ class Leased:
         exc: Optional[BaseException],
         tb: "Optional[TracebackType]",
     ) -> None:
-        self._give_back(failed=exc_type is not None)
+        self._give_back()
 
-    def _give_back(self, failed: bool) -> None:
+    def _stop_heartbeat(self) -> None:
+        if self._beat is not None:
+            self._beat.stop(self._client.timeout + 1)
+
+    def _give_back(self) -> None:
         lease = self._lease
         if lease is None:
             return
         self._lease = None
-        if self._beat is not None:
-            self._beat.stop(self._client.timeout + 1)
+        with self._client._lock:
+            still_held = self._client._held.pop(lease.token, None) is self
+        self._stop_heartbeat()
+        if not still_held:
+            return  # the caller released it with Client.release
         try:
             word = self._client._call(wire.release_word(lease))
         except Error as e:

@@ -84,3 +84,16 @@ def test_leased_context_reports_loss(client: keypool.Client) -> None:
         while not manager.lost and time.monotonic() < deadline:
             time.sleep(0.05)
         assert manager.lost
+
+
+def test_releasing_inside_the_block_with_a_delay_is_not_undone(
+    client: keypool.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's worker: a rate-limited key is rested for a while, and leased() leaves it resting."""
+    [id] = client.gen(1)
+    with caplog.at_level(logging.WARNING, logger="keypool"):
+        with client.leased(wait=1, block=0.3) as lease:
+            assert client.release(lease, delay=30)
+            time.sleep(0.4)  # a heartbeat still running would now log the lease as lost
+    assert client.info(id)["state"] == "delayed"
+    assert caplog.text == ""
