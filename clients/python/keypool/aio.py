@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, cast
 
 from . import wire
 from .connection import MAX_REPLY_LINE, Address, decode, parse_address
 from .errors import ConnectionError, Error, NoKeyAvailable, ProtocolError
 from .lease import Lease
 from .pipeline import Batch
-from .wire import KeyRef, Seconds
+from .wire import KeyRef, Seconds, T
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -59,7 +59,7 @@ class _AsyncConnection:
                 raise
         return conn
 
-    async def run(self, requests: Sequence[wire.Request]) -> List[Any]:
+    async def run(self, requests: Sequence[wire.Request[Any]]) -> List[Any]:
         """Sends requests in one write and reads their replies; replies that are errors come back as
         exception instances in their place, a failure of the connection raises."""
         timeout = self._timeout + sum(r.wait for r in requests)
@@ -108,7 +108,7 @@ class _AsyncConnection:
             raise ProtocolError("reply line cut short")
         return decode(raw)
 
-    async def _read_reply(self, request: wire.Request) -> List[str]:
+    async def _read_reply(self, request: wire.Request[Any]) -> List[str]:
         first = await self._read_line()
         lines = [first]
         if wire.continues_block(request, first):
@@ -140,8 +140,8 @@ class AsyncClient:
         self._idle: List[_AsyncConnection] = []
         self._closed = False
         self._block_timeout: Optional[float] = None
-        # As in Client: the leases inside an `async with leased()` block, by token.
-        self._held: Dict[int, "AsyncLeased"] = {}
+        # As in Client: the leases inside an `async with leased()` block.
+        self._held: Dict[Lease, "AsyncLeased"] = {}
 
     async def gen(self, n: int = 1) -> List[str]:
         """As :meth:`keypool.Client.gen`."""
@@ -161,8 +161,8 @@ class AsyncClient:
 
     async def release(self, key: KeyRef, delay: Optional[Seconds] = None) -> bool:
         """As :meth:`keypool.Client.release` (which also says how it works inside ``leased()``)."""
-        if isinstance(key, Lease) and key.token is not None:
-            held = self._held.pop(key.token, None)
+        if isinstance(key, Lease):
+            held = self._held.pop(key, None)
             if held is not None:
                 await held._stop_heartbeat()
         return await self._call(wire.release(key, delay))
@@ -179,11 +179,11 @@ class AsyncClient:
         """As :meth:`keypool.Client.ping`."""
         return await self._call(wire.ping(id))
 
-    async def info(self, id: str) -> Optional[Dict[str, Union[int, str]]]:
+    async def info(self, id: str) -> Optional[wire.Stats]:
         """As :meth:`keypool.Client.info`."""
         return await self._call(wire.info(id))
 
-    async def stats(self, pool: Optional[str] = None) -> Dict[str, Union[int, str]]:
+    async def stats(self, pool: Optional[str] = None) -> wire.Stats:
         """As :meth:`keypool.Client.stats`."""
         return await self._call(wire.stats(pool))
 
@@ -226,13 +226,13 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def _call(self, request: wire.Request) -> Any:
+    async def _call(self, request: wire.Request[T]) -> T:
         result = (await self._run([request]))[0]
         if isinstance(result, Error):
             raise result
-        return result
+        return cast(T, result)  # run() keeps each answer in its request's place
 
-    async def _run(self, requests: List[wire.Request]) -> List[Any]:
+    async def _run(self, requests: List[wire.Request[Any]]) -> List[Any]:
         conn = await self._acquire()
         try:
             return await conn.run(requests)
@@ -305,7 +305,7 @@ class AsyncLeased:
         if lease is None:
             raise NoKeyAvailable(f"no key came free within {self._wait}s")
         self._lease = lease
-        self._client._held[lease.token] = self
+        self._client._held[lease] = self
         if self._heartbeat:
             try:
                 window = await self._client.block_timeout() if self._block is None else wire.seconds(self._block)
@@ -347,7 +347,7 @@ class AsyncLeased:
         if lease is None:
             return
         self._lease = None
-        still_held = self._client._held.pop(lease.token, None) is self
+        still_held = self._client._held.pop(lease, None) is self
         await self._stop_heartbeat()
         if not still_held:
             return  # the caller released it with AsyncClient.release

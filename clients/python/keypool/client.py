@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from . import wire
 from .connection import Address, Connection, parse_address
 from .errors import ConnectionError, Error, NoKeyAvailable
 from .lease import Lease
 from .pipeline import Pipeline
-from .wire import KeyRef, Seconds
+from .wire import KeyRef, Seconds, T
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -59,9 +59,9 @@ class Client:
         self._lock = threading.Lock()
         self._closed = False
         self._block_timeout: Optional[float] = None
-        # The leases inside a `with leased()` block, by token: release() of one of them stops its
+        # The leases inside a `with leased()` block: release() of one of them stops its
         # heartbeat, and the block then leaves the key alone.
-        self._held: Dict[int, "Leased"] = {}
+        self._held: Dict[Lease, "Leased"] = {}
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -91,9 +91,9 @@ class Client:
 
         Inside ``with client.leased() as lease:``, ``client.release(lease, delay=60)`` gives the key back
         (say, resting a rate-limited key) and the block does not release it again."""
-        if isinstance(key, Lease) and key.token is not None:
+        if isinstance(key, Lease):
             with self._lock:
-                held = self._held.pop(key.token, None)
+                held = self._held.pop(key, None)
             if held is not None:
                 held._stop_heartbeat()
         return self._call(wire.release(key, delay))
@@ -112,12 +112,12 @@ class Client:
         check of the daemon (True)."""
         return self._call(wire.ping(id))
 
-    def info(self, id: str) -> Optional[Dict[str, Union[int, str]]]:
+    def info(self, id: str) -> Optional[wire.Stats]:
         """The key's ``INFO`` fields (``state``, ``token``, ``blocked_until_ms``, ...), numbers as int;
         None when there is no such key."""
         return self._call(wire.info(id))
 
-    def stats(self, pool: Optional[str] = None) -> Dict[str, Union[int, str]]:
+    def stats(self, pool: Optional[str] = None) -> wire.Stats:
         """The daemon's ``STATS`` (or one pool's), numbers as int."""
         return self._call(wire.stats(pool))
 
@@ -175,14 +175,14 @@ class Client:
 
     # -- the connection pool --------------------------------------------------------------------
 
-    def _call(self, request: wire.Request) -> Any:
+    def _call(self, request: wire.Request[T]) -> T:
         conn = self._acquire()
         try:
             return conn.call(request)
         finally:
             self._give_back(conn)
 
-    def _run(self, requests: List[wire.Request]) -> List[Any]:
+    def _run(self, requests: List[wire.Request[Any]]) -> List[Any]:
         conn = self._acquire()
         try:
             return conn.run(requests)
@@ -233,7 +233,7 @@ class Leased:
             raise NoKeyAvailable(f"no key came free within {self._wait}s")
         self._lease = lease
         with self._client._lock:
-            self._client._held[lease.token] = self
+            self._client._held[lease] = self
         if self._heartbeat:
             try:
                 window = self._client.block_timeout() if self._block is None else wire.seconds(self._block)
@@ -262,7 +262,7 @@ class Leased:
             return
         self._lease = None
         with self._client._lock:
-            still_held = self._client._held.pop(lease.token, None) is self
+            still_held = self._client._held.pop(lease, None) is self
         self._stop_heartbeat()
         if not still_held:
             return  # the caller released it with Client.release

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import select
 import socket
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 from . import wire
+from .wire import T
 from .errors import ConnectionError, Error, ProtocolError
 
 DEFAULT_ADDRESS = "127.0.0.1:7171"
@@ -65,14 +66,14 @@ class Connection:
                 self.close()
                 raise
 
-    def call(self, request: wire.Request) -> Any:
+    def call(self, request: wire.Request[T]) -> T:
         """Sends one request and returns its parsed reply (raising the error the reply carries)."""
         result = self.run([request])[0]
         if isinstance(result, Error):
             raise result
-        return result
+        return cast(T, result)  # run() keeps each answer in its request's place
 
-    def run(self, requests: Sequence[wire.Request]) -> List[Any]:
+    def run(self, requests: Sequence[wire.Request[Any]]) -> List[Any]:
         """Sends requests in one write and reads their replies in order.
 
         A reply that is an error is returned as its exception instance, in its place; a failure of the
@@ -136,7 +137,7 @@ class Connection:
             raise ProtocolError("reply line too long or cut short")
         return decode(raw)
 
-    def _read_reply(self, request: wire.Request) -> List[str]:
+    def _read_reply(self, request: wire.Request[Any]) -> List[str]:
         first = self._read_line()
         lines = [first]
         if wire.continues_block(request, first):

@@ -22,6 +22,9 @@ class Lease:
     """
 
     __slots__ = ("_id", "_token", "_secret")
+    _id: str
+    _token: Optional[int]
+    _secret: Optional[str]
 
     def __init__(self, id: str, token: Optional[int] = None, secret: Optional[str] = None) -> None:
         object.__setattr__(self, "_id", id)

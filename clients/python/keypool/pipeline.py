@@ -32,7 +32,7 @@ class Batch:
     def __init__(self, raise_on_error: bool = True) -> None:
         self.raise_on_error = raise_on_error
         self.results: List[Any] = []
-        self._requests: List[wire.Request] = []
+        self._requests: List[wire.Request[Any]] = []
 
     def __len__(self) -> int:
         return len(self._requests)
@@ -81,7 +81,7 @@ class Batch:
         """Queues :meth:`keypool.Client.version`."""
         self._requests.append(wire.version())
 
-    def _take(self) -> List[wire.Request]:
+    def _take(self) -> List[wire.Request[Any]]:
         requests, self._requests = self._requests, []
         return requests
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar, Union
 
 from .errors import AuthError, ClientError, ProtocolError, ServerError
 from .lease import Lease
@@ -27,8 +27,13 @@ _ONE_TOKEN = re.compile(r"[\x21-\x7e]+")
 _TEXT_STATS = frozenset({"id", "pool", "version", "state"})
 
 
-class Request:
-    """One request: the bytes to send and how its reply is read.
+T = TypeVar("T")
+Stats = Dict[str, Union[int, str]]
+"""STAT fields by name; values that are whole numbers are int."""
+
+
+class Request(Generic[T]):
+    """One request: the bytes to send and how its reply is read; ``T`` is what its reply parses to.
 
     ``block`` says the reply may be a block of lines closed by ``END`` (``GEN``, ``INFO``, ``STATS``);
     ``wait`` is how long the daemon may rightly take before it answers (a ``LEASE <wait>``), which the
@@ -37,7 +42,7 @@ class Request:
 
     __slots__ = ("line", "block", "wait", "parse")
 
-    def __init__(self, line: bytes, parse: Callable[[List[str]], Any], block: bool = False, wait: float = 0.0):
+    def __init__(self, line: bytes, parse: Callable[[List[str]], T], block: bool = False, wait: float = 0.0):
         self.line = line
         self.parse = parse
         self.block = block
@@ -113,10 +118,10 @@ def _value(text: str, name: str) -> Union[int, str]:
     return int(text) if name not in _TEXT_STATS and _NUMBER.fullmatch(text) else text
 
 
-def _stat_block(lines: List[str]) -> Dict[str, Union[int, str]]:
+def _stat_block(lines: List[str]) -> Stats:
     if not lines or lines[-1] != "END":
         raise _unexpected(lines)
-    figures: Dict[str, Union[int, str]] = {}
+    figures: Stats = {}
     for line in lines[:-1]:
         parts = line.split(" ", 2)
         if len(parts) != 3 or parts[0] != "STAT":
@@ -162,7 +167,7 @@ def _parse_leased(lines: List[str]) -> Optional[Lease]:
     raise _unexpected(lines)
 
 
-def _parse_info(lines: List[str]) -> Optional[Dict[str, Union[int, str]]]:
+def _parse_info(lines: List[str]) -> Optional[Stats]:
     if lines == ["NOT_FOUND"]:
         return None
     return _stat_block(lines)
@@ -192,71 +197,77 @@ def _wait_args(wait: Optional[Seconds], block: Optional[Seconds]) -> List[str]:
 # One builder per command; each returns the Request that the clients send.
 
 
-def gen(n: int = 1) -> Request:
+def gen(n: int = 1) -> Request[List[str]]:
     """``GEN n``: a list of new ids."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError("n must be an int")
     return Request(_encode("GEN", str(n)), _parse_ids, block=True)
 
 
-def add(secret: str, keepalive: Optional[Seconds] = None) -> Request:
+def add(secret: str, keepalive: Optional[Seconds] = None) -> Request[str]:
     """``ADD secret [keepalive]``: the id, new or existing."""
-    request = add_detailed(secret, keepalive)
-    request.parse = lambda lines: _parse_added(lines)[0]
-    return request
+    return Request(_add_line(secret, keepalive), lambda lines: _parse_added(lines)[0])
 
 
-def add_detailed(secret: str, keepalive: Optional[Seconds] = None) -> Request:
+def add_detailed(secret: str, keepalive: Optional[Seconds] = None) -> Request[Tuple[str, bool]]:
     """``ADD``, parsed as ``(id, created)``: created is False when the pool already held the secret."""
+    return Request(_add_line(secret, keepalive), _parse_added)
+
+
+def _add_line(secret: str, keepalive: Optional[Seconds]) -> bytes:
     args = [secret] if keepalive is None else [secret, millis(keepalive, "keepalive")]
-    return Request(_encode("ADD", *args), _parse_added)
+    return _encode("ADD", *args)
 
 
-def get(wait: Optional[Seconds] = None, block: Optional[Seconds] = None) -> Request:
+def get(wait: Optional[Seconds] = None, block: Optional[Seconds] = None) -> Request[Optional[Lease]]:
     """``GET [wait [block]]``: a Lease without a token, or None."""
     return Request(_encode("GET", *_wait_args(wait, block)), _parse_key, wait=seconds(wait))
 
 
-def lease(wait: Optional[Seconds] = None, block: Optional[Seconds] = None) -> Request:
+def lease(wait: Optional[Seconds] = None, block: Optional[Seconds] = None) -> Request[Optional[Lease]]:
     """``LEASE [wait [block]]``: a Lease with a token, or None."""
     return Request(_encode("LEASE", *_wait_args(wait, block)), _parse_leased, wait=seconds(wait))
 
 
-def release(key: KeyRef, delay: Optional[Seconds] = None) -> Request:
+_RELEASE_WORDS = _words("RELEASED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
+_TOUCH_WORDS = _words("TOUCHED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
+
+
+def release(key: KeyRef, delay: Optional[Seconds] = None) -> Request[bool]:
     """``REL id [token] [delay]``: True for RELEASED, False for NOT_BLOCKED, STALE or NOT_FOUND."""
-    args = _key_args(key) + ([] if delay is None else [millis(delay, "delay")])
-    words = _words("RELEASED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
-    return Request(_encode("REL", *args), lambda lines: words(lines) == "RELEASED")
+    return Request(_release_line(key, delay), lambda lines: _RELEASE_WORDS(lines) == "RELEASED")
 
 
-def touch(key: KeyRef, duration: Optional[Seconds] = None) -> Request:
+def release_word(key: KeyRef, delay: Optional[Seconds] = None) -> Request[str]:
+    """``REL``, parsed as the reply word itself (leased() logs which one it was)."""
+    return Request(_release_line(key, delay), _RELEASE_WORDS)
+
+
+def _release_line(key: KeyRef, delay: Optional[Seconds]) -> bytes:
+    return _encode("REL", *_key_args(key), *([] if delay is None else [millis(delay, "delay")]))
+
+
+def touch(key: KeyRef, duration: Optional[Seconds] = None) -> Request[bool]:
     """``TOUCH id [token] [duration]``: True for TOUCHED, False for NOT_BLOCKED, STALE or NOT_FOUND."""
-    args = _key_args(key) + ([] if duration is None else [millis(duration, "duration")])
-    words = _words("TOUCHED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
-    return Request(_encode("TOUCH", *args), lambda lines: words(lines) == "TOUCHED")
+    return Request(_touch_line(key, duration), lambda lines: _TOUCH_WORDS(lines) == "TOUCHED")
 
 
-def touch_word(key: KeyRef, duration: Optional[Seconds] = None) -> Request:
+def touch_word(key: KeyRef, duration: Optional[Seconds] = None) -> Request[str]:
     """``TOUCH``, parsed as the reply word itself (the heartbeat logs which one it was)."""
-    request = touch(key, duration)
-    request.parse = _words("TOUCHED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
-    return request
+    return Request(_touch_line(key, duration), _TOUCH_WORDS)
 
 
-def release_word(key: KeyRef, delay: Optional[Seconds] = None) -> Request:
-    """``REL``, parsed as the reply word itself."""
-    request = release(key, delay)
-    request.parse = _words("RELEASED", "NOT_BLOCKED", "STALE", "NOT_FOUND")
-    return request
+def _touch_line(key: KeyRef, duration: Optional[Seconds]) -> bytes:
+    return _encode("TOUCH", *_key_args(key), *([] if duration is None else [millis(duration, "duration")]))
 
 
-def delete(id: str) -> Request:
+def delete(id: str) -> Request[bool]:
     """``DEL id``: True for DELETED, False for NOT_FOUND."""
     words = _words("DELETED", "NOT_FOUND")
     return Request(_encode("DEL", id), lambda lines: words(lines) == "DELETED")
 
 
-def ping(id: Optional[str] = None) -> Request:
+def ping(id: Optional[str] = None) -> Request[bool]:
     """``PING id`` (True for ALIVE, False for NOT_FOUND), or the health check ``PING`` (True for PONG)."""
     if id is None:
         pong = _words("PONG")
@@ -265,29 +276,33 @@ def ping(id: Optional[str] = None) -> Request:
     return Request(_encode("PING", id), lambda lines: words(lines) == "ALIVE")
 
 
-def info(id: str) -> Request:
+def info(id: str) -> Request[Optional[Stats]]:
     """``INFO id``: the STAT fields as a dict (integers as int), or None."""
     return Request(_encode("INFO", id), _parse_info, block=True)
 
 
-def stats(pool: Optional[str] = None) -> Request:
+def stats(pool: Optional[str] = None) -> Request[Stats]:
     """``STATS [pool]``: the STAT fields as a dict (integers as int)."""
     args = [] if pool is None else [pool]
     return Request(_encode("STATS", *args), _stat_block, block=True)
 
 
-def version() -> Request:
+def version() -> Request[str]:
     """``VERSION``: the daemon's version string."""
     return Request(_encode("VERSION"), _parse_version)
 
 
-def auth(token: str) -> Request:
+def auth(token: str) -> Request[None]:
     """``AUTH token``: None once accepted (a refusal raises AuthError)."""
     ok = _words("OK")
-    return Request(_encode("AUTH", token), lambda lines: ok(lines) and None)
+
+    def parse(lines: List[str]) -> None:
+        ok(lines)
+
+    return Request(_encode("AUTH", token), parse)
 
 
-def use(pool: str) -> Request:
+def use(pool: str) -> Request[None]:
     """``USE pool``: None once the connection is in the pool."""
 
     def parse(lines: List[str]) -> None:
@@ -297,17 +312,17 @@ def use(pool: str) -> Request:
     return Request(_encode("USE", pool), parse)
 
 
-def handshake(token: Optional[str], pool: Optional[str]) -> List[Request]:
+def handshake(token: Optional[str], pool: Optional[str]) -> List[Request[None]]:
     """What a fresh connection sends before its first request: AUTH, then USE."""
     return ([auth(token)] if token is not None else []) + ([use(pool)] if pool is not None else [])
 
 
-def continues_block(request: Request, first: str) -> bool:
+def continues_block(request: "Request[Any]", first: str) -> bool:
     """Whether a reply that starts with ``first`` goes on until ``END``."""
     return request.block and first.startswith(("KEY ", "STAT "))
 
 
-def interpret(request: Request, lines: List[str]) -> Any:
+def interpret(request: Request[T], lines: List[str]) -> T:
     """The caller's value for a reply, or the error the reply carries."""
     raise_for_error(lines[0])
     return request.parse(lines)

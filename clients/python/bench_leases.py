@@ -1,0 +1,83 @@
+"""What the Python client costs per lease: a timed loop of LEASE + REL, with the client and with a raw socket.
+
+    taskset -c 0 target/release/keypool --listen 127.0.0.1:7199 &
+    taskset -c 1 python3 clients/python/bench_leases.py --addr 127.0.0.1:7199 --leases 100000 --runs 3
+
+Both loops do the same work, one request at a time on one connection: lease a key with a token, release it
+with that token. The raw loop is the README's socket worker with nothing around it (no timeouts, no
+checks); the difference is what the client's safety costs. Prints each run and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keypool  # noqa: E402
+
+
+def with_client(addr: str, pool: str, n: int) -> float:
+    client = keypool.Client(addr, pool=pool)
+    client.ping()  # connect before the clock starts
+    started = time.perf_counter()
+    for _ in range(n):
+        lease = client.lease()
+        client.release(lease)
+    elapsed = time.perf_counter() - started
+    client.close()
+    return elapsed
+
+
+def with_raw_socket(addr: str, pool: str, n: int) -> float:
+    host, port = addr.rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)))
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    replies = conn.makefile("rb")
+    conn.sendall(f"USE {pool}\r\n".encode())
+    replies.readline()
+    started = time.perf_counter()
+    for _ in range(n):
+        conn.sendall(b"LEASE\r\n")
+        _, key_id, token = replies.readline().split()
+        conn.sendall(b"REL " + key_id + b" " + token + b"\r\n")
+        if replies.readline() != b"RELEASED\r\n":
+            raise SystemExit("raw loop: unexpected reply")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--addr", default="127.0.0.1:7171")
+    parser.add_argument("--leases", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    pool = "bench-python"
+    with keypool.Client(args.addr, pool=pool) as c:
+        if c.stats(pool)["keys"] == 0:
+            c.gen(100)
+    loops = {"client": with_client, "raw socket": with_raw_socket}
+    times: dict = {name: [] for name in loops}
+    for run in range(args.runs):
+        for name, loop in loops.items():  # interleaved, so drift on a shared machine hits both alike
+            elapsed = loop(args.addr, pool, args.leases)
+            times[name].append(elapsed)
+            print(f"run {run + 1} {name:>10}: {elapsed:6.2f} s, {elapsed / args.leases * 1e6:5.1f} us per lease")
+    medians = {name: statistics.median(t) / args.leases * 1e6 for name, t in times.items()}
+    overhead = medians["client"] - medians["raw socket"]
+    print(
+        f"median per lease (LEASE + REL): client {medians['client']:.1f} us, raw socket "
+        f"{medians['raw socket']:.1f} us; the client adds {overhead:.1f} us "
+        f"({overhead / medians['raw socket'] * 100:.0f}%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
