@@ -44,7 +44,7 @@ def with_raw_socket(addr: str, pool: str, n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
         conn.sendall(b"LEASE\r\n")
-        _, key_id, token = replies.readline().split()
+        _, key_id, token, _secret = replies.readline().split()
         conn.sendall(b"REL " + key_id + b" " + token + b"\r\n")
         if replies.readline() != b"RELEASED\r\n":
             raise SystemExit("raw loop: unexpected reply")
@@ -61,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     pool = "bench-python"
     with keypool.Client(args.addr, pool=pool) as c:
-        if c.stats(pool)["keys"] == 0:
-            c.gen(100)
+        for i in range(100):  # keys that never expire: a run may outlast the keep-alive window
+            c.add(f"bench-key-{i}", keepalive=0)
     loops = {"client": with_client, "raw socket": with_raw_socket}
     times: dict = {name: [] for name in loops}
     for run in range(args.runs):

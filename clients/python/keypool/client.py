@@ -224,7 +224,7 @@ class Leased:
 
     @property
     def lost(self) -> bool:
-        """Whether the heartbeat found the lease lost (``STALE``): stop using the key."""
+        """Whether the heartbeat found the lease lost (``STALE``, or the key gone): stop using the key."""
         return self._beat is not None and self._beat.lost
 
     def __enter__(self) -> Lease:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
+import sys
 from typing import Any, List, Optional, Sequence, Tuple, Union, cast
 
 from . import wire
@@ -20,6 +22,13 @@ DEFAULT_ADDRESS = "127.0.0.1:7171"
 # The longest reply line accepted: a lease reply with the longest secret the daemon can hold (--max-line
 # is at most 1 MiB) fits with room to spare.
 MAX_REPLY_LINE = 2 * 1024 * 1024
+
+# How much one recv asks for: a batch of replies to a pipeline, or a whole GEN block, in few calls.
+RECV_SIZE = 64 * 1024
+# On POSIX the read and write timeouts are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket:
+# Python's own socket timeouts poll() before every send and recv, which doubles the system calls of a
+# request. Windows takes those options in another format, so there Python's timeouts are used.
+KERNEL_TIMEOUTS = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
 
 Address = Union[str, Tuple[str, int]]
 
@@ -52,10 +61,15 @@ class Connection:
             self._sock = socket.create_connection(address, timeout=timeout)
         except OSError as e:
             raise ConnectionError(f"cannot connect to keypool at {address[0]}:{address[1]}: {e}") from e
-        self._sock_timeout: Optional[float] = timeout
         # Requests are small and each waits for its reply: Nagle's algorithm would only add latency.
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = self._sock.makefile("rb")
+        if KERNEL_TIMEOUTS:
+            self._sock.settimeout(None)
+        self._sock_timeout: Optional[float] = None
+        self._set_timeout(timeout)
+        # Received bytes not yet returned as lines start at _pos.
+        self._buf = b""
+        self._pos = 0
         handshake = wire.handshake(token, pool)
         if handshake:
             try:
@@ -99,7 +113,8 @@ class Connection:
             raise
         except OSError as e:
             self.close()
-            what = "timed out" if isinstance(e, socket.timeout) else str(e)
+            # A kernel timeout surfaces as EAGAIN (BlockingIOError), Python's as socket.timeout.
+            what = "timed out" if isinstance(e, (socket.timeout, BlockingIOError)) else str(e)
             raise ConnectionError(f"connection to keypool failed: {what}") from e
 
     def is_closed_by_peer(self) -> bool:
@@ -108,6 +123,8 @@ class Connection:
         Between requests the daemon owes nothing, so a socket that is readable has hit end of file (or holds
         bytes nobody asked for): either way it cannot be used. One zero-timeout poll, no blocking.
         """
+        if self._pos < len(self._buf):
+            return True  # bytes nobody asked for: out of step
         try:
             readable, _, _ = select.select([self._sock], [], [], 0)
         except (OSError, ValueError):
@@ -118,24 +135,37 @@ class Connection:
         """Closes the socket; the connection is broken from then on."""
         self.broken = True
         try:
-            self._reader.close()
             self._sock.close()
         except OSError:
             pass
 
     def _set_timeout(self, timeout: float) -> None:
-        # settimeout costs a system call; most requests reuse the last value.
-        if timeout != self._sock_timeout:
+        # Setting a timeout costs system calls; most requests reuse the last value.
+        if timeout == self._sock_timeout:
+            return
+        if KERNEL_TIMEOUTS:
+            micros = max(1, round(timeout * 1e6))  # a zero timeval would mean "wait forever"
+            timeval = struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        else:
             self._sock.settimeout(timeout)
-            self._sock_timeout = timeout
+        self._sock_timeout = timeout
 
     def _read_line(self) -> str:
-        raw = self._reader.readline(MAX_REPLY_LINE)
-        if not raw.endswith(b"\n"):
-            if not raw:
+        while True:
+            end = self._buf.find(b"\n", self._pos)
+            if end >= 0:
+                raw = self._buf[self._pos : end]
+                self._pos = end + 1
+                return decode(raw)
+            if len(self._buf) - self._pos > MAX_REPLY_LINE:
+                raise ProtocolError("reply line too long")
+            chunk = self._sock.recv(RECV_SIZE)
+            if not chunk:
                 raise ConnectionError("connection closed by the daemon")
-            raise ProtocolError("reply line too long or cut short")
-        return decode(raw)
+            self._buf = self._buf[self._pos :] + chunk
+            self._pos = 0
 
     def _read_reply(self, request: wire.Request[Any]) -> List[str]:
         first = self._read_line()
