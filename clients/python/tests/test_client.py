@@ -176,3 +176,15 @@ def test_idle_connections_are_reused(client: keypool.Client, pool: str) -> None:
     for _ in range(20):
         client.ping()
     assert client.stats()["total_connections"] == before
+
+
+def test_a_block_reply_larger_than_one_read_is_read_whole(start_daemon) -> None:
+    d = start_daemon()
+    with keypool.Client(d.addr) as c:
+        ids = c.gen(10000)  # about 310 KB of KEY lines: many reads
+        assert len(set(ids)) == 10000
+        with c.pipeline() as p:
+            for id in ids[:500]:
+                p.ping(id)
+        assert p.results == [True] * 500
+        assert c.stats()["keys"] == 10000
