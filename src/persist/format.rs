@@ -22,6 +22,7 @@
 //! | 17 | snapshot header | magic `KPSNAP01`, generation u64, written_at u64, next_token u64 |
 //! | 18 | snapshot keys | pool, count u32, count key images |
 //! | 19 | snapshot end | keys u64 |
+//! | 20 | snapshot pool | pool, keys u64 (how many of its keys follow, about: a hint to make room) |
 //!
 //! A key image is: id, created u64, alive_until u64 (`u64::MAX`: never), leases u32, place, then a
 //! secret flag u8 (0 none; 1 followed by keep-alive mode u8 (0 the pool's, 1 never, 2 its own followed by
@@ -45,6 +46,7 @@ const KIND_LOG_HEADER: u8 = 16;
 const KIND_SNAPSHOT_HEADER: u8 = 17;
 const KIND_SNAPSHOT_KEYS: u8 = 18;
 const KIND_SNAPSHOT_END: u8 = 19;
+const KIND_SNAPSHOT_POOL: u8 = 20;
 
 const LOG_MAGIC: &[u8; 8] = b"KPLOG001";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"KPSNAP01";
@@ -76,6 +78,11 @@ pub enum Record<'a> {
         images: KeyImages<'a>,
     },
     SnapshotEnd {
+        keys: u64,
+    },
+    /// A pool's keys follow, about `keys` of them (the count when the walk reached the pool).
+    SnapshotPool {
+        pool: &'a str,
         keys: u64,
     },
 }
@@ -148,6 +155,15 @@ pub fn put_snapshot_keys(out: &mut Vec<u8>, pool: &str, count: u32, images: &[u8
         put_name(out, pool);
         out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(images);
+    });
+}
+
+/// Appends the record that opens a pool's keys in a snapshot.
+pub fn put_snapshot_pool(out: &mut Vec<u8>, pool: &str, keys: u64) {
+    framed(out, |out| {
+        out.push(KIND_SNAPSHOT_POOL);
+        put_name(out, pool);
+        out.extend_from_slice(&keys.to_le_bytes());
     });
 }
 
@@ -259,7 +275,7 @@ fn whole_record_after(rest: &[u8]) -> bool {
         (1..=MAX_PAYLOAD).contains(&length)
             && rest.len() - start >= length
             // A record's payload starts with its kind: a cheap filter before the checksum.
-            && matches!(rest[start], KIND_KEY..=KIND_DELETED | KIND_LOG_HEADER..=KIND_SNAPSHOT_END)
+            && matches!(rest[start], KIND_KEY..=KIND_DELETED | KIND_LOG_HEADER..=KIND_SNAPSHOT_POOL)
             && crc32fast::hash(&rest[start..start + length]) == crc
     })
 }
@@ -307,6 +323,10 @@ pub fn decode(payload: &[u8]) -> Result<Record<'_>, Malformed> {
             return Ok(Record::SnapshotKeys { pool, images });
         }
         KIND_SNAPSHOT_END => Record::SnapshotEnd { keys: r.u64()? },
+        KIND_SNAPSHOT_POOL => {
+            let pool = r.name()?;
+            Record::SnapshotPool { pool, keys: r.u64()? }
+        }
         _ => return Err(Malformed("unknown record kind")),
     };
     if !r.0.is_empty() {

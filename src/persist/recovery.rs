@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::error::PersistError;
 use super::files::DataDir;
 use super::format::{self, Frame, Record};
-use crate::pool::{Change, Pools};
+use crate::pool::Pools;
 
 /// What recovery found and did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,11 +132,16 @@ fn load_snapshot(
                 *highest_token = (*highest_token).max(next_token.saturating_sub(1));
             }
             _ if !seen_header => return Err(damaged("not a keypool snapshot")),
+            Record::SnapshotPool { pool, keys } => {
+                // Room for them all at once: growing the id index key by key would rehash it again and again.
+                let keys = usize::try_from(keys).unwrap_or(usize::MAX).min(crate::pool::MAX_POOL_KEYS);
+                pools.restore_pool(pool).reserve(keys);
+            }
             Record::SnapshotKeys { pool, images } => {
                 let pool = pools.restore_pool(pool);
                 for image in images {
                     let image = image.map_err(|error| damaged(&error.to_string()))?;
-                    if let Some(token) = pool.restore(&Change::Key(image)) {
+                    if let Some(token) = pool.restore_snapshot_key(&image) {
                         *highest_token = (*highest_token).max(token);
                     }
                     recovered.snapshot_keys += 1;

@@ -58,6 +58,12 @@ impl SnapshotWriter {
         Ok(writer)
     }
 
+    /// Starts the keys of `pool`, about `keys` of them.
+    pub fn write_pool(&mut self, pool: &str, keys: u64) -> Result<(), PersistError> {
+        format::put_snapshot_pool(&mut self.frame, pool, keys);
+        self.flush_frame()
+    }
+
     /// Writes `count` keys of `pool`, whose images (from `format::put_image`) are `images`.
     pub fn write_keys(&mut self, pool: &str, count: u32, images: &[u8]) -> Result<(), PersistError> {
         format::put_snapshot_keys(&mut self.frame, pool, count, images);

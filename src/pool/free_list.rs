@@ -20,6 +20,11 @@ pub struct Removed {
 }
 
 impl FreeList {
+    /// Makes room for `additional` more free keys.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+    }
+
     /// Appends `slot`; returns the position it now holds.
     pub fn push(&mut self, slot: u32) -> u32 {
         let position = self.position_of_next();

@@ -40,6 +40,13 @@ impl IdIndex {
         self.table.insert_unique(hash, slot, |&other| hasher.hash_one(keys[other as usize].id.as_bytes()));
     }
 
+    /// Makes room for `additional` more ids without rehashing: a rehash reads every indexed id out of the
+    /// slab again, which is what dominates loading millions of keys one by one.
+    pub fn reserve(&mut self, keys: &Slab<KeyRecord>, additional: usize) {
+        let hasher = &self.hasher;
+        self.table.reserve(additional, |&other| hasher.hash_one(keys[other as usize].id.as_bytes()));
+    }
+
     /// Forgets `id`. Returns the slot it was at.
     pub fn remove(&mut self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<Slot> {
         let entry = self.table.find_entry(self.hash(id), |&slot| keys[slot as usize].id == *id).ok()?;

@@ -804,13 +804,18 @@ impl Pool {
     /// Stores and indexes a new key record. The caller puts it on a keep-alive list (or not) and then
     /// makes it free, which gives it its place.
     fn insert_key(&mut self, id: KeyId, now: Millis, alive_until: Millis) -> Slot {
+        self.insert_record(id, self.clock.unix_ms(now), alive_until)
+    }
+
+    /// [`Self::insert_key`], with the creation time as Unix milliseconds.
+    fn insert_record(&mut self, id: KeyId, created_ms: u64, alive_until: Millis) -> Slot {
         let slot = self.keys.insert(KeyRecord {
             id,
             links: Links::UNLINKED,
             place: Place::Free { position: NIL },
             leases: 0,
             secret: NO_SECRET,
-            created_ms: self.clock.unix_ms(now),
+            created_ms,
             alive_until,
         }) as Slot;
         self.index.insert(&self.keys, slot);

@@ -67,6 +67,24 @@ impl Pool {
         }
     }
 
+    /// Loads one key of a snapshot into a pool being restored. Cheaper than [`Self::restore`]: it does not
+    /// look for the id first, which is right only while loading one snapshot into an empty pool (a
+    /// snapshot holds each key once). Returns the fencing token it carries, if any.
+    pub fn restore_snapshot_key(&mut self, image: &KeyImage<'_>) -> Option<u64> {
+        self.restore_key(image);
+        match image.place {
+            PlaceImage::Blocked { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// Makes room for `keys` more keys in a pool being restored, so that loading them never rehashes.
+    pub fn reserve(&mut self, keys: usize) {
+        self.keys.reserve(keys);
+        self.index.reserve(&self.keys, keys);
+        self.free.reserve(keys);
+    }
+
     /// Puts a restored pool in service: deletes the keys whose keep-alive deadline has passed, frees the
     /// keys whose lease or delay has ended, and times everything else. O(n log n), once, at start-up.
     ///
@@ -146,10 +164,8 @@ impl Pool {
     /// Inserts a key that is not in the pool, in the state `image` describes.
     fn restore_key(&mut self, image: &KeyImage<'_>) {
         let alive_until = self.restored_deadline(image.alive_until_ms);
-        let slot = self.insert_key(image.id, self.clock.now(), alive_until);
-        let record = &mut self.keys[slot as usize];
-        record.created_ms = image.created_ms;
-        record.leases = image.leases;
+        let slot = self.insert_record(image.id, image.created_ms, alive_until);
+        self.keys[slot as usize].leases = image.leases;
         if let Some((bytes, mode)) = image.secret {
             let keepalive = match mode {
                 KeepaliveMode::Pool => OwnKeepalive::Pool,

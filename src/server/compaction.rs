@@ -114,13 +114,20 @@ fn compact(shared: &Shared, persist: &Persistence) -> Result<(), PersistError> {
         while let Some(start) = from {
             images.clear();
             let mut count = 0u32;
+            let mut pool_keys = None;
             {
                 let locked = shared.lock();
                 let Some(pool) = locked.pools.pool(pool) else { break };
+                if start == 0 {
+                    pool_keys = Some(pool.stats().keys as u64);
+                }
                 from = pool.export(start, CHUNK_KEYS, |image| {
                     format::put_image(&mut images, image);
                     count += 1;
                 });
+            }
+            if let Some(keys) = pool_keys {
+                snapshot.write_pool(&name, keys)?;
             }
             if count > 0 {
                 snapshot.write_keys(&name, count, &images)?;
