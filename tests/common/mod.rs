@@ -3,13 +3,22 @@
 //! behaviour drive the daemon through), and a tiny raw line client over a tokio `TcpStream` that checks
 //! every reply line is ended by CRLF.
 //!
-//! Which tests still use the raw [`Client`], and why: tests whose subject is the wire itself keep it,
-//! because the typed client would hide exactly what they assert. That is exact reply lines and their
-//! framing (commands.rs, bad_input.rs, pipelining.rs, v1's `KEY <id>` forms), `CLIENT_ERROR` texts,
-//! requests pipelined behind a wait on one connection, malformed input, `QUIT` and lines too long, and
-//! a connection's own state that the typed client's connection pool would hide (which connection sent
-//! `AUTOREL`, a socket held open after the server closed it). Each file that keeps raw tests says which
-//! in its own comments.
+//! Which tests use the raw [`Client`], and why. Tests of behaviour drive the daemon through the typed
+//! client (concurrency.rs, expiry.rs and handoff.rs wholly; most of waiting.rs, leases.rs, autorel.rs
+//! and secrets.rs; three tests of pools.rs). The raw client stays where the typed one would hide what a
+//! test asserts, each file saying which of its tests and why:
+//!
+//! - exact reply lines and framing: CRLF endings, v1's `KEY <id>` forms, `LEASED`, `USING`, `OK`, INFO's
+//!   and `STATS <pool>`'s fields by name and order, and fields that must be absent (the typed `Info` and
+//!   `Stats` ignore what they do not expect, and `Stats` is unordered);
+//! - `CLIENT_ERROR` texts and malformed input (the typed client refuses much of it before sending);
+//! - pipelining on one connection: requests held back behind a wait, or dropped with it, bursts;
+//! - a connection's own state that the typed client's pool of connections would hide: `QUIT` with the
+//!   socket held open, a close for a line too long, pools a connection moved through under `AUTOREL`;
+//! - durations spelled in `s`, `m` or `h` (the typed client always sends milliseconds).
+//!
+//! The other test files (commands.rs, bad_input.rs, pipelining.rs, auth.rs, http*.rs, persistence and
+//! daemon tests, ...) were not part of this conversion and still use the raw client throughout.
 //!
 //! Every wait in here is bounded by [`IO_TIMEOUT`] (or an explicit deadline), so a server that stops
 //! answering makes a test fail instead of hang.
