@@ -2,13 +2,19 @@
 //! one DEL or one REL have exactly one winner; concurrent GENs never mint the same id twice; and GET
 //! chooses uniformly among the free keys (a chi-squared test with an honestly computed bound, plus a
 //! test of independence between consecutive draws).
+//!
+//! Every test here is about behaviour, so all of them drive the daemon through the typed client,
+//! `keypool::client::Client`, each racer and worker with a client (and so a connection) of its own.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use common::{config, key_of, num, start, stop, within, Client};
+use common::typed::{self, stat};
+use common::{config, start, within};
+use keypool::client::{Client, KeyId, Released, Reply};
 use tokio::sync::Barrier;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -18,31 +24,33 @@ async fn concurrent_clients_never_hold_the_same_key_at_once() {
     const KEYS: usize = 5;
 
     let server = start(config()).await;
-    let mut admin = Client::connect(server.addr()).await;
-    let ids: HashSet<String> = admin.gen(KEYS).await.into_iter().collect();
+    let admin = typed::connect(server.addr()).await;
+    let ids: HashSet<KeyId> = admin.gen(KEYS as u32).await.expect("GEN").into_iter().collect();
+    assert_eq!(ids.len(), KEYS);
     let ids = Arc::new(ids);
-    let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let held: Arc<Mutex<HashSet<KeyId>>> = Arc::default();
 
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let (held, ids, addr) = (Arc::clone(&held), Arc::clone(&ids), server.addr());
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect(addr).await;
+            let c = typed::connect(addr).await;
             let (mut hits, mut misses) = (0u64, 0u64);
             for round in 0..ROUNDS {
-                let Some(id) = c.get().await else {
+                let Some(lease) = c.get(None, None).await.expect("GET") else {
                     misses += 1;
                     continue;
                 };
+                let id = lease.id;
                 assert!(ids.contains(&id), "GET returned {id}, which was never generated");
                 // The server has blocked `id` for us: nobody else may hold it until we release it.
-                assert!(held.lock().unwrap().insert(id.clone()), "{id} leased to two clients at once");
+                assert!(held.lock().unwrap().insert(id), "{id} leased to two clients at once");
                 if round % 3 == 0 {
                     tokio::task::yield_now().await;
                 }
                 // Forget it before the server frees it, or its next holder could be flagged falsely.
                 held.lock().unwrap().remove(&id);
-                assert_eq!(c.cmd(&format!("REL {id}")).await, "RELEASED", "releasing {id}, which we held");
+                assert_eq!(c.release(id, None).await.expect("REL"), Released::Yes, "releasing {id}, which we held");
                 hits += 1;
             }
             (hits, misses)
@@ -57,26 +65,31 @@ async fn concurrent_clients_never_hold_the_same_key_at_once() {
     assert_eq!(hits + misses, (CLIENTS * ROUNDS) as u64);
     assert!(hits > 0);
 
-    let stats = admin.stats().await;
-    assert_eq!(num(&stats, "get_hits"), hits);
-    assert_eq!(num(&stats, "get_misses"), misses);
-    assert_eq!(num(&stats, "cmd_rel"), hits);
-    assert_eq!((num(&stats, "keys_free"), num(&stats, "keys_blocked")), (KEYS as u64, 0));
-    stop(server).await;
+    let stats = admin.stats().await.expect("STATS");
+    assert_eq!(stats.number("get_hits"), Some(hits));
+    assert_eq!(stats.number("get_misses"), Some(misses));
+    assert_eq!(stats.number("cmd_rel"), Some(hits));
+    assert_eq!((stats.number("keys_free"), stats.number("keys_blocked")), (Some(KEYS as u64), Some(0)));
+    typed::close_and_stop(server, [admin]).await;
 }
 
-/// Starts `clients` connections, lines them up at a barrier, has each send `request` at the same moment,
-/// and returns every reply.
-async fn race(addr: std::net::SocketAddr, clients: usize, request: String) -> Vec<String> {
+/// Starts `clients` clients, each with its connection open and answering (a `PING`), lines them up at
+/// a barrier, has each make its `request` at the same moment, and returns every answer.
+async fn race<T, F, Fut>(addr: std::net::SocketAddr, clients: usize, request: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = keypool::client::Result<T>> + Send + 'static,
+{
     let barrier = Arc::new(Barrier::new(clients));
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (barrier, request) = (Arc::clone(&barrier), request.clone());
+        let c = typed::connect(addr).await;
+        c.health().await.expect("PONG");
+        let (barrier, request) = (Arc::clone(&barrier), request(c));
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect(addr).await;
-            assert_eq!(c.cmd("PING").await, "PONG");
             within("the other racers", barrier.wait()).await;
-            c.cmd(&request).await
+            request.await.expect("a racer's request")
         }));
     }
     let mut replies = Vec::new();
@@ -89,26 +102,29 @@ async fn race(addr: std::net::SocketAddr, clients: usize, request: String) -> Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn races_for_one_key_have_exactly_one_winner() {
     let server = start(config()).await;
-    let mut admin = Client::connect(server.addr()).await;
-    let id = admin.gen(1).await.remove(0);
+    let admin = typed::connect(server.addr()).await;
+    let id = admin.gen(1).await.expect("GEN").remove(0);
 
     for round in 0..10 {
-        let replies = race(server.addr(), 16, "GET".to_string()).await;
-        let winners: Vec<&String> = replies.iter().filter(|r| r.starts_with("KEY ")).collect();
+        // Each request is made inside the racer's task, after the barrier: the future starts there.
+        let replies = race(server.addr(), 16, |c| async move { c.get(None, None).await }).await;
+        let winners: Vec<_> = replies.iter().flatten().collect();
         assert_eq!(winners.len(), 1, "round {round}: {replies:?}");
-        assert_eq!(key_of(winners[0]), id);
-        assert!(replies.iter().filter(|r| *r != winners[0]).all(|r| r == "NOT_FOUND"), "{replies:?}");
+        assert_eq!(winners[0].id, id);
+        assert!(winners[0].token.is_none() && winners[0].secret.is_none(), "a plain `KEY <id>`: {winners:?}");
+        assert_eq!(replies.iter().filter(|r| r.is_none()).count(), 15, "the others NOT_FOUND: {replies:?}");
 
-        let replies = race(server.addr(), 16, format!("REL {id}")).await;
-        assert_eq!(replies.iter().filter(|r| *r == "RELEASED").count(), 1, "round {round}: {replies:?}");
-        assert_eq!(replies.iter().filter(|r| *r == "NOT_BLOCKED").count(), 15, "round {round}: {replies:?}");
+        let replies = race(server.addr(), 16, move |c| async move { c.release(id, None).await }).await;
+        assert_eq!(replies.iter().filter(|r| **r == Released::Yes).count(), 1, "round {round}: {replies:?}");
+        let not_blocked = replies.iter().filter(|r| **r == Released::NotBlocked).count();
+        assert_eq!(not_blocked, 15, "round {round}: {replies:?}");
     }
 
-    let replies = race(server.addr(), 16, format!("DEL {id}")).await;
-    assert_eq!(replies.iter().filter(|r| *r == "DELETED").count(), 1, "{replies:?}");
-    assert_eq!(replies.iter().filter(|r| *r == "NOT_FOUND").count(), 15, "{replies:?}");
-    assert_eq!(admin.stat("keys").await, 0);
-    stop(server).await;
+    let replies = race(server.addr(), 16, move |c| async move { c.delete(&id).await }).await;
+    assert_eq!(replies.iter().filter(|deleted| **deleted).count(), 1, "one DELETED: {replies:?}");
+    assert_eq!(replies.iter().filter(|deleted| !**deleted).count(), 15, "the others NOT_FOUND: {replies:?}");
+    assert_eq!(stat(&admin, "keys").await, 0);
+    typed::close_and_stop(server, [admin]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -121,10 +137,12 @@ async fn concurrent_gens_never_mint_the_same_id() {
     for _ in 0..CLIENTS {
         let addr = server.addr();
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::connect(addr).await;
+            let c = typed::connect(addr).await;
             let mut ids = Vec::new();
             for _ in 0..GENS {
-                ids.extend(c.gen(COUNT).await);
+                let minted = c.gen(COUNT as u32).await.expect("GEN");
+                assert_eq!(minted.len(), COUNT, "GEN {COUNT} returned {} keys", minted.len());
+                ids.extend(minted);
             }
             ids
         }));
@@ -132,15 +150,15 @@ async fn concurrent_gens_never_mint_the_same_id() {
     let mut all = HashSet::new();
     for task in tasks {
         for id in within("a generating client", task).await.expect("a client task panicked") {
-            assert!(all.insert(id.clone()), "{id} was generated twice");
+            assert!(all.insert(id), "{id} was generated twice");
         }
     }
     assert_eq!(all.len(), CLIENTS * GENS * COUNT);
-    let mut admin = Client::connect(server.addr()).await;
-    let stats = admin.stats().await;
-    assert_eq!(num(&stats, "keys"), all.len() as u64);
-    assert_eq!(num(&stats, "keys_generated"), all.len() as u64);
-    stop(server).await;
+    let admin = typed::connect(server.addr()).await;
+    let stats = admin.stats().await.expect("STATS");
+    assert_eq!(stats.number("keys"), Some(all.len() as u64));
+    assert_eq!(stats.number("keys_generated"), Some(all.len() as u64));
+    typed::close_and_stop(server, [admin]).await;
 }
 
 /// GET must pick uniformly among the free keys. With 10 keys, each draw followed by a REL so that all
@@ -163,18 +181,22 @@ async fn get_chooses_uniformly_among_free_keys() {
     const KEYS: usize = 10;
     const DRAWS: usize = 5000;
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
-    let ids = c.gen(KEYS).await;
-    let mut counts: HashMap<String, u64> = ids.iter().map(|id| (id.clone(), 0)).collect();
+    let c = typed::connect(server.addr()).await;
+    let ids = c.gen(KEYS as u32).await.expect("GEN");
+    assert_eq!(ids.len(), KEYS);
+    let mut counts: HashMap<KeyId, u64> = ids.iter().map(|id| (*id, 0)).collect();
 
-    let mut previous = c.get().await.expect("a free key");
+    let mut previous = c.get(None, None).await.expect("GET").expect("a free key").id;
     *counts.get_mut(&previous).expect("a generated id") += 1;
     let mut repeats = 0u64;
+    let mut pipeline = c.pipeline();
     for _ in 1..DRAWS {
         // Release the last draw and make the next one in a single write.
-        c.send(format!("REL {previous}\r\nGET\r\n")).await;
-        assert_eq!(c.line().await, "RELEASED");
-        let id = key_of(&c.line().await);
+        let replies = pipeline.release(previous, None).get(None, None).run().await.expect("REL and GET");
+        let [released, got] = &replies[..] else { panic!("two replies to two requests: {replies:?}") };
+        assert_eq!(released.as_ref().expect("REL"), &Reply::Released(Released::Yes));
+        let Ok(Reply::Lease(Some(lease))) = got else { panic!("GET found no free key: {got:?}") };
+        let id = lease.id;
         *counts.get_mut(&id).unwrap_or_else(|| panic!("{id} was never generated")) += 1;
         if id == previous {
             repeats += 1;
@@ -192,5 +214,5 @@ async fn get_chooses_uniformly_among_free_keys() {
         (0.05..=0.15).contains(&repeat_rate),
         "consecutive GETs are not independent: {repeats} repeats in {pairs} pairs (expected about 10%)"
     );
-    stop(server).await;
+    typed::close_and_stop(server, [c]).await;
 }

@@ -7,13 +7,25 @@
 //! Timed cases use windows of a few hundred milliseconds and poll for the state they wait for, as
 //! `tests/expiry.rs` does: an event must not be seen before its deadline (less [`ROUNDING`]) nor later
 //! than [`SLACK`] after it.
+//!
+//! The tests of behaviour drive the daemon through the typed client, `keypool::client::Client`. Six
+//! keep the raw line client, because what they assert is on the wire or beyond what the typed client
+//! can express: the exact `LEASED <id> <token>` line and which INFO fields a free or delayed key leaves
+//! out (the typed `Info` ignores fields it does not expect, so it could not see one too many),
+//! `CLIENT_ERROR` texts for limits and malformed arguments, limits spelled in `m`, `h` and `s` (the
+//! typed client always sends milliseconds), and v1's `KEY <id>` and token-less `REL` forms.
 
 mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{close_and_stop, config, config_with_windows, key_of, leased_of, num, start, unix_ms, Client, UNKNOWN_ID};
+use common::typed::{self, stat, state, token_of};
+use common::{
+    close_and_stop, config, config_with_windows, key_of, leased_of, num, start, unix_ms, Client as RawClient,
+    UNKNOWN_ID,
+};
+use keypool::client::{Added, Client, Info, KeyId, KeyState, Lease, Released, Stats, Touched};
 
 /// How late a timed event may be observed, past its deadline.
 const SLACK: Duration = Duration::from_millis(200);
@@ -28,9 +40,66 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// `GEN count` on `c`: the new ids, as many as asked for.
+async fn gen(c: &Client, count: u32) -> Vec<KeyId> {
+    let ids = c.gen(count).await.expect("GEN");
+    assert_eq!(ids.len(), count as usize, "GEN {count} returned {} keys", ids.len());
+    ids
+}
+
+/// `LEASE [wait [block]]` on `c`: the lease, or `None` on `NOT_FOUND`.
+async fn lease(c: &Client, wait: Option<Duration>, block: Option<Duration>) -> Option<Lease> {
+    c.lease(wait, block).await.expect("LEASE")
+}
+
+/// The fencing token of a lease made with `LEASE`.
+fn token(lease: &Lease) -> u64 {
+    lease.token.unwrap_or_else(|| panic!("LEASE answers with a token: {lease:?}"))
+}
+
+/// The INFO of a key that must exist.
+async fn info(c: &Client, id: &KeyId) -> Info {
+    c.info(id).await.expect("INFO").unwrap_or_else(|| panic!("{id} does not exist"))
+}
+
+/// The block deadline (Unix ms) and token of a key `info` describes as blocked.
+fn blocked(info: &Info) -> (u64, u64) {
+    match info.state {
+        KeyState::Blocked { until_ms, token } => (until_ms, token),
+        _ => panic!("not blocked: {info:?}"),
+    }
+}
+
+/// A figure of a `STATS` reply that must be there.
+fn figure(stats: &Stats, name: &str) -> u64 {
+    stats.number(name).unwrap_or_else(|| panic!("STATS has no numeric {name}: {stats:?}"))
+}
+
 /// Polls `INFO id` until the key's state is `want`, failing once `since + limit` has passed. Returns the
 /// time from `since` to the reply that showed it.
-async fn wait_for_state(c: &mut Client, id: &str, want: &str, since: Instant, limit: Duration) -> Duration {
+async fn wait_for_state(c: &Client, id: &KeyId, want: KeyState, since: Instant, limit: Duration) -> Duration {
+    loop {
+        let info = info(c, id).await;
+        let elapsed = since.elapsed();
+        if info.state == want {
+            return elapsed;
+        }
+        assert!(elapsed <= limit, "{id} not {want:?} after {elapsed:?} (limit {limit:?}): {info:?}");
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// Asserts that `at`, the Unix-millisecond field `field` of `info`, lies `window` after a moment between
+/// `before` and `after` (client readings of the clock taken around the request that set it).
+fn assert_window(info: &Info, field: &str, at: u64, before: u64, after: u64, window: u64) {
+    assert!(
+        before + window - SKEW_MS <= at && at <= after + window + SKEW_MS,
+        "{field} {at} is not {window}ms after [{before}, {after}]: {info:?}"
+    );
+}
+
+/// [`wait_for_state`] for the raw tests, with the state as INFO spells it.
+async fn raw_wait_for_state(c: &mut RawClient, id: &str, want: &str, since: Instant, limit: Duration) -> Duration {
     loop {
         let info = c.info(id).await.unwrap_or_else(|| panic!("{id} was deleted while waiting for {want}"));
         let elapsed = since.elapsed();
@@ -42,9 +111,8 @@ async fn wait_for_state(c: &mut Client, id: &str, want: &str, since: Instant, li
     }
 }
 
-/// Asserts that a Unix-millisecond field of `info` lies `window` after a moment between `before` and
-/// `after` (client readings of the clock taken around the request that set it).
-fn assert_window(info: &HashMap<String, String>, field: &str, before: u64, after: u64, window: u64) {
+/// [`assert_window`] for the raw tests, on INFO's fields as sent.
+fn raw_assert_window(info: &HashMap<String, String>, field: &str, before: u64, after: u64, window: u64) {
     let at = num(info, field);
     assert!(
         before + window - SKEW_MS <= at && at <= after + window + SKEW_MS,
@@ -55,7 +123,7 @@ fn assert_window(info: &HashMap<String, String>, field: &str, before: u64, after
 #[tokio::test]
 async fn lease_answers_leased_with_a_token_and_info_shows_it() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     assert_eq!(c.cmd("LEASE").await, "NOT_FOUND", "an empty pool has nothing to lease");
     let id = c.gen(1).await.remove(0);
 
@@ -86,143 +154,149 @@ async fn lease_answers_leased_with_a_token_and_info_shows_it() {
 #[tokio::test]
 async fn tokens_only_grow_across_keys_leases_and_forms() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
-    let ids = c.gen(3).await;
+    let c = typed::connect(server.addr()).await;
+    let ids = gen(&c, 3).await;
 
     let mut tokens = Vec::new();
     for round in 0..4 {
         for _ in 0..3 {
-            tokens.push(c.lease("").await.expect("a free key").token);
+            tokens.push(token(&lease(&c, None, None).await.expect("a free key")));
         }
         // A v1 GET takes a token too: INFO shows it.
         for id in &ids {
-            assert_eq!(c.cmd(&format!("REL {id}")).await, "RELEASED", "round {round}");
+            assert_eq!(c.release(id, None).await.expect("REL"), Released::Yes, "round {round}");
         }
-        let got = c.get().await.expect("a free key");
-        tokens.push(num(&c.info(&got).await.expect("the key exists"), "token"));
-        assert_eq!(c.cmd(&format!("REL {got}")).await, "RELEASED");
+        let got = c.get(None, None).await.expect("GET").expect("a free key");
+        assert_eq!(got.token, None, "a GET does not report its token");
+        tokens.push(token_of(&c, &got.id).await);
+        assert_eq!(c.release(got.id, None).await.expect("REL"), Released::Yes);
     }
     assert!(tokens.windows(2).all(|pair| pair[0] < pair[1]), "tokens must strictly increase: {tokens:?}");
-    close_and_stop(server, [c]).await;
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn a_holder_whose_lease_timed_out_is_told_stale_and_cannot_free_the_new_holders_key() {
     let block = ms(100);
     let server = start(config_with_windows(block, ms(60_000))).await;
-    let mut a = Client::connect(server.addr()).await;
-    let mut b = Client::connect(server.addr()).await;
-    let id = a.gen(1).await.remove(0);
+    let a = typed::connect(server.addr()).await;
+    let b = typed::connect(server.addr()).await;
+    let id = gen(&a, 1).await.remove(0);
 
-    let lease_a = a.lease("").await.expect("a free key");
+    let lease_a = lease(&a, None, None).await.expect("a free key");
     // B waits for the key; A's block window runs out and B gets it, for a window that outlasts the test.
-    let lease_b = b.lease("2s 60s").await.expect("the key, once A's lease timed out");
+    let lease_b = lease(&b, Some(ms(2_000)), Some(ms(60_000))).await.expect("the key, once A's lease timed out");
     assert_eq!(lease_b.id, id);
-    assert!(lease_b.token > lease_a.token, "{lease_b:?} is newer than {lease_a:?}");
+    assert!(token(&lease_b) > token(&lease_a), "{lease_b:?} is newer than {lease_a:?}");
 
-    assert_eq!(a.cmd(&format!("REL {id} {}", lease_a.token)).await, "STALE");
-    assert_eq!(a.cmd(&format!("REL {id} {} 1s", lease_a.token)).await, "STALE");
-    assert_eq!(a.cmd(&format!("TOUCH {id} {}", lease_a.token)).await, "STALE");
-    let info = a.info(&id).await.expect("the key exists");
-    assert_eq!(info["state"], "blocked", "B still holds the key");
-    assert_eq!(num(&info, "token"), lease_b.token, "under B's lease");
-    assert_eq!(num(&info, "leases"), 2);
+    assert_eq!(a.release(&lease_a, None).await.expect("REL"), Released::Stale);
+    assert_eq!(a.release(&lease_a, Some(ms(1_000))).await.expect("REL"), Released::Stale);
+    assert_eq!(a.touch(&lease_a, None).await.expect("TOUCH"), Touched::Stale);
+    let described = info(&a, &id).await;
+    let (_, current) = blocked(&described);
+    assert_eq!(current, token(&lease_b), "B still holds the key, under B's lease");
+    assert_eq!(described.leases, 2);
 
-    assert_eq!(b.cmd(&format!("REL {id} {}", lease_b.token)).await, "RELEASED");
-    assert_eq!(a.cmd(&format!("REL {id} {}", lease_a.token)).await, "STALE", "a free key is no lease of A's");
-    assert_eq!(a.stat("released_by_timeout").await, 1);
-    close_and_stop(server, [a, b]).await;
+    assert_eq!(b.release(&lease_b, None).await.expect("REL"), Released::Yes);
+    assert_eq!(a.release(&lease_a, None).await.expect("REL"), Released::Stale, "a free key is no lease of A's");
+    assert_eq!(stat(&a, "released_by_timeout").await, 1);
+    typed::close_and_stop(server, [a, b]).await;
 }
 
 #[tokio::test]
 async fn rel_with_a_token_releases_only_the_current_lease() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
-    let id = c.gen(1).await.remove(0);
-    let first = c.lease("").await.expect("a free key");
-    assert_eq!(c.cmd(&format!("REL {id}")).await, "RELEASED", "v1's REL needs no token");
-    let second = c.lease("").await.expect("the key again");
+    let c = typed::connect(server.addr()).await;
+    let id = gen(&c, 1).await.remove(0);
+    let first = lease(&c, None, None).await.expect("a free key");
+    assert_eq!(c.release(id, None).await.expect("REL"), Released::Yes, "v1's REL needs no token");
+    let second = lease(&c, None, None).await.expect("the key again");
 
-    assert_eq!(c.cmd(&format!("REL {id} {}", first.token)).await, "STALE", "the key was leased again");
-    assert_eq!(c.cmd(&format!("REL {id} {}", second.token + 1)).await, "STALE", "a token not yet handed out");
-    assert_eq!(c.cmd(&format!("REL {id} 18446744073709551615")).await, "STALE", "the largest token parses");
-    assert_eq!(c.state(&id).await.as_deref(), Some("blocked"), "no STALE released anything");
-    assert_eq!(c.cmd(&format!("REL {id} {} 0s", second.token)).await, "RELEASED", "a 0s delay is none");
-    assert_eq!(c.state(&id).await.as_deref(), Some("free"));
-    close_and_stop(server, [c]).await;
+    assert_eq!(c.release(&first, None).await.expect("REL"), Released::Stale, "the key was leased again");
+    let unissued = (id, token(&second) + 1);
+    assert_eq!(c.release(unissued, None).await.expect("REL"), Released::Stale, "a token not yet handed out");
+    assert_eq!(c.release((id, u64::MAX), None).await.expect("REL"), Released::Stale, "the largest token parses");
+    assert!(matches!(state(&c, &id).await, Some(KeyState::Blocked { .. })), "no STALE released anything");
+    assert_eq!(c.release(&second, Some(Duration::ZERO)).await.expect("REL"), Released::Yes, "a 0ms delay is none");
+    assert_eq!(state(&c, &id).await, Some(KeyState::Free));
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn touch_restarts_the_block_window_with_or_without_a_token() {
     let server = start(config_with_windows(ms(60_000), ms(120_000))).await;
-    let mut c = Client::connect(server.addr()).await;
-    let id = c.gen(1).await.remove(0);
-    let lease = c.lease("0ms 5s").await.expect("a free key");
-    let info = c.info(&id).await.expect("the key exists");
-    let alive_until = num(&info, "alive_until_ms");
+    let c = typed::connect(server.addr()).await;
+    let id = gen(&c, 1).await.remove(0);
+    let lease = lease(&c, Some(Duration::ZERO), Some(ms(5_000))).await.expect("a free key");
+    let alive_until = info(&c, &id).await.alive_until_ms;
+    assert!(alive_until.is_some(), "a generated key has a keep-alive window");
 
     let before = unix_ms();
-    assert_eq!(c.cmd(&format!("TOUCH {id} {} 30s", lease.token)).await, "TOUCHED");
-    let info = c.info(&id).await.expect("the key exists");
-    assert_window(&info, "blocked_until_ms", before, unix_ms(), 30_000);
-    assert_eq!(num(&info, "token"), lease.token, "TOUCH keeps the lease");
+    assert_eq!(c.touch(&lease, Some(ms(30_000))).await.expect("TOUCH"), Touched::Yes);
+    let described = info(&c, &id).await;
+    let (until, current) = blocked(&described);
+    assert_window(&described, "blocked_until_ms", until, before, unix_ms(), 30_000);
+    assert_eq!(current, token(&lease), "TOUCH keeps the lease");
 
     let before = unix_ms();
-    assert_eq!(c.cmd(&format!("TOUCH {id}")).await, "TOUCHED", "no token, no duration: the pool's window");
-    let info = c.info(&id).await.expect("the key exists");
-    assert_window(&info, "blocked_until_ms", before, unix_ms(), 60_000);
+    assert_eq!(c.touch(id, None).await.expect("TOUCH"), Touched::Yes, "no token, no duration: the pool's window");
+    let described = info(&c, &id).await;
+    assert_window(&described, "blocked_until_ms", blocked(&described).0, before, unix_ms(), 60_000);
 
     let before = unix_ms();
-    assert_eq!(c.cmd(&format!("TOUCH {id} 2s")).await, "TOUCHED", "a duration without a token");
-    let info = c.info(&id).await.expect("the key exists");
-    assert_window(&info, "blocked_until_ms", before, unix_ms(), 2_000);
+    assert_eq!(c.touch(id, Some(ms(2_000))).await.expect("TOUCH"), Touched::Yes, "a duration without a token");
+    let described = info(&c, &id).await;
+    assert_window(&described, "blocked_until_ms", blocked(&described).0, before, unix_ms(), 2_000);
 
     let before = unix_ms();
-    assert_eq!(c.cmd(&format!("TOUCH {id} {}", lease.token)).await, "TOUCHED", "a token without a duration");
-    let info = c.info(&id).await.expect("the key exists");
-    assert_window(&info, "blocked_until_ms", before, unix_ms(), 60_000);
-    assert_eq!(num(&info, "alive_until_ms"), alive_until, "TOUCH does not restart the keep-alive window");
-    assert_eq!(num(&info, "leases"), 1, "TOUCH is not a new lease");
-    assert_eq!(c.stat("cmd_touch").await, 4);
-    close_and_stop(server, [c]).await;
+    assert_eq!(c.touch(&lease, None).await.expect("TOUCH"), Touched::Yes, "a token without a duration");
+    let described = info(&c, &id).await;
+    assert_window(&described, "blocked_until_ms", blocked(&described).0, before, unix_ms(), 60_000);
+    assert_eq!(described.alive_until_ms, alive_until, "TOUCH does not restart the keep-alive window");
+    assert_eq!(described.leases, 1, "TOUCH is not a new lease");
+    assert_eq!(stat(&c, "cmd_touch").await, 4);
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn a_touched_lease_outlives_its_first_window_and_ends_with_the_new_one() {
     let server = start(config_with_windows(ms(60_000), ms(60_000))).await;
-    let mut c = Client::connect(server.addr()).await;
-    let id = c.gen(1).await.remove(0);
-    let lease = c.lease("0ms 150ms").await.expect("a free key");
+    let c = typed::connect(server.addr()).await;
+    let id = gen(&c, 1).await.remove(0);
+    let lease = lease(&c, Some(Duration::ZERO), Some(ms(150))).await.expect("a free key");
 
     tokio::time::sleep(ms(50)).await;
     let since = Instant::now();
-    assert_eq!(c.cmd(&format!("TOUCH {id} {} 300ms", lease.token)).await, "TOUCHED");
+    assert_eq!(c.touch(&lease, Some(ms(300))).await.expect("TOUCH"), Touched::Yes);
     // The first window's timer (due 100ms from now) must not end the lease.
-    let elapsed = wait_for_state(&mut c, &id, "free", since, ms(300) + SLACK).await;
+    let elapsed = wait_for_state(&c, &id, KeyState::Free, since, ms(300) + SLACK).await;
     assert!(elapsed + ROUNDING >= ms(300), "released after {elapsed:?}, before the touched 300ms window");
-    assert_eq!(c.stat("released_by_timeout").await, 1);
-    close_and_stop(server, [c]).await;
+    assert_eq!(stat(&c, "released_by_timeout").await, 1);
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn touch_answers_not_blocked_stale_and_not_found() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
-    let id = c.gen(1).await.remove(0);
+    let c = typed::connect(server.addr()).await;
+    let id = gen(&c, 1).await.remove(0);
+    let unknown = typed::unknown_id();
 
-    assert_eq!(c.cmd(&format!("TOUCH {id}")).await, "NOT_BLOCKED", "a free key");
-    assert_eq!(c.cmd(&format!("TOUCH {id} 1s")).await, "NOT_BLOCKED");
-    assert_eq!(c.cmd(&format!("TOUCH {id} 7")).await, "STALE", "a token names no lease of a free key");
-    assert_eq!(c.cmd(&format!("TOUCH {UNKNOWN_ID}")).await, "NOT_FOUND");
-    assert_eq!(c.cmd(&format!("TOUCH {UNKNOWN_ID} 7 1s")).await, "NOT_FOUND");
+    assert_eq!(c.touch(id, None).await.expect("TOUCH"), Touched::NotBlocked, "a free key");
+    assert_eq!(c.touch(id, Some(ms(1_000))).await.expect("TOUCH"), Touched::NotBlocked);
+    assert_eq!(c.touch((id, 7), None).await.expect("TOUCH"), Touched::Stale, "a token names no lease of a free key");
+    assert_eq!(c.touch(unknown, None).await.expect("TOUCH"), Touched::NotFound);
+    assert_eq!(c.touch((unknown, 7), Some(ms(1_000))).await.expect("TOUCH"), Touched::NotFound);
 
-    let lease = c.lease("").await.expect("a free key");
-    assert_eq!(c.cmd(&format!("TOUCH {id} {}", lease.token + 1)).await, "STALE", "not the current lease");
-    assert_eq!(c.cmd(&format!("REL {id} {} 10s", lease.token)).await, "RELEASED");
-    assert_eq!(c.cmd(&format!("TOUCH {id}")).await, "NOT_BLOCKED", "a delayed key is not blocked");
-    assert_eq!(c.cmd(&format!("TOUCH {id} {}", lease.token)).await, "STALE", "its lease is over");
-    assert_eq!(c.state(&id).await.as_deref(), Some("delayed"), "TOUCH did not bring it back");
-    close_and_stop(server, [c]).await;
+    let lease = lease(&c, None, None).await.expect("a free key");
+    let next = (id, token(&lease) + 1);
+    assert_eq!(c.touch(next, None).await.expect("TOUCH"), Touched::Stale, "not the current lease");
+    assert_eq!(c.release(&lease, Some(ms(10_000))).await.expect("REL"), Released::Yes);
+    assert_eq!(c.touch(id, None).await.expect("TOUCH"), Touched::NotBlocked, "a delayed key is not blocked");
+    assert_eq!(c.touch(&lease, None).await.expect("TOUCH"), Touched::Stale, "its lease is over");
+    let delayed = matches!(state(&c, &id).await, Some(KeyState::Delayed { .. }));
+    assert!(delayed, "TOUCH did not bring it back");
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
@@ -230,7 +304,7 @@ async fn blocks_and_delays_past_max_block_are_refused_and_change_nothing() {
     let mut config = config();
     config.max_block = ms(2_000);
     let server = start(config).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     let id = c.gen(1).await.remove(0);
 
     for request in ["LEASE 0ms 3s", "GET 0ms 2001ms", "GET 1s 1m"] {
@@ -268,7 +342,7 @@ async fn blocks_and_delays_past_max_block_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn a_delayed_release_holds_the_key_back_until_its_delay_passes() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     let id = c.gen(1).await.remove(0);
     let lease = c.lease("").await.expect("a free key");
 
@@ -279,7 +353,7 @@ async fn a_delayed_release_holds_the_key_back_until_its_delay_passes() {
     let after = unix_ms();
     let info = c.info(&id).await.expect("the key exists");
     assert_eq!(info["state"], "delayed");
-    assert_window(&info, "free_at_ms", before, after, 300);
+    raw_assert_window(&info, "free_at_ms", before, after, 300);
     assert!(!info.contains_key("token") && !info.contains_key("blocked_until_ms"), "{info:?}");
     let stats = c.stats().await;
     let counts = ["keys_free", "keys_blocked", "keys_delayed"].map(|name| num(&stats, name));
@@ -292,7 +366,7 @@ async fn a_delayed_release_holds_the_key_back_until_its_delay_passes() {
     assert_eq!(c.cmd(&format!("PING {id}")).await, "ALIVE", "keep-alive applies as usual");
     assert!(since.elapsed() < delay, "the checks above took longer than the delay; they prove nothing");
 
-    let elapsed = wait_for_state(&mut c, &id, "free", since, delay + SLACK).await;
+    let elapsed = raw_wait_for_state(&mut c, &id, "free", since, delay + SLACK).await;
     assert!(elapsed + ROUNDING >= delay, "free after {elapsed:?}, before its {delay:?} delay");
     assert_eq!(c.stat("keys_delayed").await, 0);
     let again = c.lease("").await.expect("leasable once the delay has passed");
@@ -305,23 +379,23 @@ async fn a_delayed_release_holds_the_key_back_until_its_delay_passes() {
 async fn a_delayed_key_can_be_deleted_or_expire_by_keep_alive() {
     let keepalive = ms(300);
     let server = start(config_with_windows(ms(60_000), keepalive)).await;
-    let mut c = Client::connect(server.addr()).await;
-    let ids = c.gen(2).await;
+    let c = typed::connect(server.addr()).await;
+    let ids = gen(&c, 2).await;
     let since = Instant::now();
-    let mut tokens = HashMap::new();
+    let mut leases = HashMap::new();
     for _ in 0..2 {
-        let lease = c.lease("").await.expect("a free key");
-        tokens.insert(lease.id, lease.token);
+        let lease = lease(&c, None, None).await.expect("a free key");
+        leases.insert(lease.id, lease);
     }
     for id in &ids {
-        assert_eq!(c.cmd(&format!("REL {id} {} 10s", tokens[id])).await, "RELEASED");
+        assert_eq!(c.release(&leases[id], Some(ms(10_000))).await.expect("REL"), Released::Yes);
     }
-    assert_eq!(c.cmd(&format!("DEL {}", ids[0])).await, "DELETED");
-    assert_eq!(c.info(&ids[0]).await, None);
+    assert!(c.delete(&ids[0]).await.expect("DEL"), "DELETED");
+    assert_eq!(c.info(&ids[0]).await.expect("INFO"), None);
 
     // The other is delayed past its keep-alive window: it is deleted when that passes.
     loop {
-        let info = c.info(&ids[1]).await;
+        let info = c.info(&ids[1]).await.expect("INFO");
         let elapsed = since.elapsed();
         if info.is_none() {
             assert!(elapsed + ROUNDING >= keepalive, "deleted after {elapsed:?}");
@@ -330,16 +404,16 @@ async fn a_delayed_key_can_be_deleted_or_expire_by_keep_alive() {
         assert!(elapsed <= keepalive + SLACK, "still there after {elapsed:?}: {info:?}");
         tokio::time::sleep(ms(5)).await;
     }
-    let stats = c.stats().await;
-    assert_eq!((num(&stats, "keys"), num(&stats, "keys_delayed")), (0, 0));
-    assert_eq!(num(&stats, "expired_keepalive"), 1);
-    close_and_stop(server, [c]).await;
+    let stats = c.stats().await.expect("STATS");
+    assert_eq!((figure(&stats, "keys"), figure(&stats, "keys_delayed")), (0, 0));
+    assert_eq!(figure(&stats, "expired_keepalive"), 1);
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn malformed_and_out_of_limit_arguments_are_client_errors_and_the_connection_goes_on() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     let id = c.gen(1).await.remove(0);
     let lease = c.lease("").await.expect("a free key");
     let token = lease.token;
@@ -393,7 +467,7 @@ async fn malformed_and_out_of_limit_arguments_are_client_errors_and_the_connecti
 #[tokio::test]
 async fn the_longest_allowed_wait_and_block_are_accepted() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     c.gen(2).await;
     // A key is free, so neither request waits; each is only checked against the limits.
     let lease = c.lease("5m 1h").await.expect("a free key");
@@ -405,7 +479,7 @@ async fn the_longest_allowed_wait_and_block_are_accepted() {
 #[tokio::test]
 async fn v1_get_and_rel_work_as_before_beside_leases() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
+    let mut c = RawClient::connect(server.addr()).await;
     let ids = c.gen(2).await;
 
     let got = c.cmd("GET").await;
@@ -423,7 +497,7 @@ async fn v1_get_and_rel_work_as_before_beside_leases() {
     assert_eq!(c.cmd(&format!("REL {UNKNOWN_ID}")).await, "NOT_FOUND");
 
     // Bare GET never waits, even with a waiter queued on another connection.
-    let mut waiter = Client::connect(server.addr()).await;
+    let mut waiter = RawClient::connect(server.addr()).await;
     let all: Vec<String> = vec![c.get().await.expect("a free key"), c.get().await.expect("a free key")];
     waiter.send_line("LEASE 2s").await;
     c.wait_for_stat("waiters", 1).await;
@@ -442,10 +516,10 @@ async fn stats_reports_the_new_limits_and_counters() {
     config.max_block = ms(1_500);
     config.max_secret = 64;
     let server = start(config).await;
-    let mut c = Client::connect(server.addr()).await;
-    let stats = c.stats().await;
+    let c = typed::connect(server.addr()).await;
+    let stats = c.stats().await.expect("STATS");
     for (name, want) in [("max_wait_ms", 90_000), ("max_block_ms", 1_500), ("max_secret_bytes", 64)] {
-        assert_eq!(num(&stats, name), want, "{name}");
+        assert_eq!(figure(&stats, name), want, "{name}");
     }
     let zero = [
         "keys_delayed",
@@ -460,16 +534,17 @@ async fn stats_reports_the_new_limits_and_counters() {
         "released_by_close",
     ];
     for name in zero {
-        assert_eq!(num(&stats, name), 0, "{name} in a new server");
+        assert_eq!(figure(&stats, name), 0, "{name} in a new server");
     }
 
-    let id = c.gen(1).await.remove(0);
-    let lease = c.lease("").await.expect("a free key"); // cmd_lease +1
-    assert_eq!(c.cmd(&format!("TOUCH {id}")).await, "TOUCHED"); // cmd_touch +1
-    assert_eq!(c.cmd(&format!("REL {id} {} 1s", lease.token)).await, "RELEASED");
-    c.add("s3cr3t").await; // cmd_add +1, keys_added +1
-    assert_eq!(c.cmd("AUTOREL").await, "OK"); // cmd_autorel +1
-    let stats = c.stats().await;
+    let id = gen(&c, 1).await.remove(0);
+    let lease = lease(&c, None, None).await.expect("a free key"); // cmd_lease +1
+    assert_eq!(c.touch(id, None).await.expect("TOUCH"), Touched::Yes); // cmd_touch +1
+    assert_eq!(c.release(&lease, Some(ms(1_000))).await.expect("REL"), Released::Yes);
+    let added = c.add("s3cr3t", None).await.expect("ADD"); // cmd_add +1, keys_added +1
+    assert!(matches!(added, Added::New(_)), "a new secret: {added:?}");
+    c.autorel().await.expect("AUTOREL answers OK"); // cmd_autorel +1
+    let stats = c.stats().await.expect("STATS");
     let want = [
         ("cmd_lease", 1),
         ("cmd_touch", 1),
@@ -481,7 +556,7 @@ async fn stats_reports_the_new_limits_and_counters() {
         ("keys", 2),
     ];
     for (name, value) in want {
-        assert_eq!(num(&stats, name), value, "{name}");
+        assert_eq!(figure(&stats, name), value, "{name}");
     }
-    close_and_stop(server, [c]).await;
+    typed::close_and_stop(server, [c]).await;
 }

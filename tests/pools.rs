@@ -7,6 +7,13 @@
 //!
 //! A pool's existence is observed through `POOLS` and STATS `pools`. Timed cases use windows of a few
 //! hundred milliseconds at most and poll for what they wait for, with a deadline.
+//!
+//! Three tests drive the daemon through the typed client, `keypool::client::Client` (its pool set by
+//! `use_pool` or the builder): a secret in two pools, `--max-keys` per pool, and tokens across pools.
+//! The others keep the raw line client, for what the typed client cannot express: `STATS <pool>`'s
+//! figures checked by name *and order* (the typed `Stats` is a map), `USE`'s exact `USING` line and its
+//! `CLIENT_ERROR` texts, pipelined `USE`/`GEN` bursts and requests held back behind a wait on one
+//! connection, and pools a connection moved through while it held `AUTOREL` leases.
 
 mod common;
 
@@ -16,6 +23,8 @@ use std::time::{Duration, Instant};
 use common::{
     close_and_stop, config, config_with_windows, key_of, leased_of, num, start, Client, IO_TIMEOUT, UNKNOWN_ID,
 };
+use common::{typed, within};
+use keypool::client::{Added, Client as TypedClient, Error, KeyId, PoolInfo, Released};
 use tokio::io::AsyncWriteExt;
 
 /// The figures of `STATS <pool>`, in the order the server must list them.
@@ -36,6 +45,14 @@ const POOL_STAT_NAMES: [&str; 15] = [
     "released_by_close",
     "expired_keepalive",
 ];
+
+/// `ADD secret` on `c`, which must make a new key (`KEY <id>`): its id.
+async fn add_new(c: &TypedClient, secret: &str) -> KeyId {
+    match c.add(secret, None).await.expect("ADD") {
+        Added::New(id) => id,
+        Added::Existing(id) => panic!("ADD {secret} answered EXISTS {id}, not a new key"),
+    }
+}
 
 /// The message of a malformed pool name.
 const MALFORMED_NAME: &str = "CLIENT_ERROR malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'";
@@ -225,27 +242,29 @@ async fn a_key_of_another_pool_is_not_found_by_any_command() {
 #[tokio::test]
 async fn the_same_secret_may_live_in_two_pools() {
     let server = start(config()).await;
-    let mut c = Client::connect(server.addr()).await;
-    c.use_pool("a").await;
-    let in_a = c.add("sk-live-shared").await;
-    assert_eq!(c.cmd("ADD sk-live-shared").await, format!("EXISTS {in_a}"), "a second ADD in the same pool");
+    let c = typed::connect(server.addr()).await;
+    c.use_pool("a").await.expect("USE a");
+    let in_a = add_new(&c, "sk-live-shared").await;
+    let exists = c.add("sk-live-shared", None).await.expect("ADD");
+    assert_eq!(exists, Added::Existing(in_a), "a second ADD in the same pool");
 
-    c.use_pool("b").await;
-    let in_b = c.add("sk-live-shared").await;
+    c.use_pool("b").await.expect("USE b");
+    let in_b = add_new(&c, "sk-live-shared").await;
     assert_ne!(in_a, in_b, "a different key in another pool");
-    assert_eq!(c.cmd("ADD sk-live-shared").await, format!("EXISTS {in_b}"), "EXISTS names b's own key");
-    let lease = c.lease("").await.expect("b's key");
-    assert_eq!((lease.id.as_str(), lease.secret.as_deref()), (in_b.as_str(), Some("sk-live-shared")));
+    assert_eq!(c.add("sk-live-shared", None).await.expect("ADD"), Added::Existing(in_b), "EXISTS names b's own key");
+    let lease = c.lease(None, None).await.expect("LEASE").expect("b's key");
+    assert!(lease.token.is_some(), "LEASE answers with a token: {lease:?}");
+    assert_eq!((lease.id, lease.secret.as_deref()), (in_b, Some("sk-live-shared")));
 
     // Deleting b's copy leaves a's, and b may import the secret again.
-    assert_eq!(c.cmd(&format!("DEL {in_b}")).await, "DELETED");
-    let again = c.add("sk-live-shared").await;
+    assert!(c.delete(&in_b).await.expect("DEL"), "DELETED");
+    let again = add_new(&c, "sk-live-shared").await;
     assert_ne!(again, in_b);
-    c.use_pool("a").await;
-    assert_eq!(c.cmd("ADD sk-live-shared").await, format!("EXISTS {in_a}"));
-    let stats = c.stats().await;
-    assert_eq!((num(&stats, "keys"), num(&stats, "keys_added")), (2, 3));
-    close_and_stop(server, [c]).await;
+    c.use_pool("a").await.expect("USE a");
+    assert_eq!(c.add("sk-live-shared", None).await.expect("ADD"), Added::Existing(in_a));
+    let stats = c.stats().await.expect("STATS");
+    assert_eq!((stats.number("keys"), stats.number("keys_added")), (Some(2), Some(3)));
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
@@ -686,62 +705,65 @@ async fn every_pool_holds_max_keys_of_its_own() {
     let mut config = config();
     config.pool.max_keys = 3;
     let server = start(config).await;
-    let mut c = Client::connect(server.addr()).await;
-    c.use_pool("a").await;
-    c.gen(3).await;
-    assert_eq!(c.cmd("GEN").await, "SERVER_ERROR pool full");
-    assert_eq!(c.cmd("ADD sk-one").await, "SERVER_ERROR pool full");
+    let c = typed::connect(server.addr()).await;
+    let pool_full =
+        |refused: Result<(), Error>| matches!(refused, Err(Error::Server(message)) if message == "pool full");
+    c.use_pool("a").await.expect("USE a");
+    assert_eq!(c.gen(3).await.expect("GEN").len(), 3);
+    assert!(pool_full(c.gen(1).await.map(drop)), "GEN 1: SERVER_ERROR pool full");
+    assert!(pool_full(c.add("sk-one", None).await.map(drop)), "ADD: SERVER_ERROR pool full");
 
-    c.use_pool("b").await;
-    c.gen(2).await;
-    c.add("sk-one").await;
-    assert_eq!(c.cmd("GEN").await, "SERVER_ERROR pool full", "b is full at 3 too");
+    c.use_pool("b").await.expect("USE b");
+    assert_eq!(c.gen(2).await.expect("GEN").len(), 2);
+    add_new(&c, "sk-one").await;
+    assert!(pool_full(c.gen(1).await.map(drop)), "b is full at 3 too");
 
     // A GEN too large for a new pool creates no key, and leaves no empty pool behind.
-    c.use_pool("c").await;
-    assert_eq!(c.cmd("GEN 4").await, "SERVER_ERROR pool full");
-    let stats = c.stats().await;
-    assert_eq!((num(&stats, "pools"), num(&stats, "keys"), num(&stats, "max_keys")), (2, 6, 3));
-    assert_eq!(c.all_pools().await, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
-    close_and_stop(server, [c]).await;
+    c.use_pool("c").await.expect("USE c");
+    assert!(pool_full(c.gen(4).await.map(drop)), "GEN 4: SERVER_ERROR pool full");
+    let stats = c.stats().await.expect("STATS");
+    assert_eq!((stats.number("pools"), stats.number("keys"), stats.number("max_keys")), (Some(2), Some(6), Some(3)));
+    let mut pools = within("the listing", c.pools()).await.expect("POOLS");
+    pools.sort_by(|x, y| x.name.cmp(&y.name));
+    let want = [("a", 3), ("b", 3)].map(|(name, keys)| PoolInfo { name: name.into(), keys });
+    assert_eq!(pools, want, "each pool listed once, with its keys");
+    typed::close_and_stop(server, [c]).await;
 }
 
 #[tokio::test]
 async fn tokens_grow_daemon_wide_across_pools() {
     let server = start(config()).await;
-    let mut a = Client::connect(server.addr()).await;
-    let mut b = Client::connect(server.addr()).await;
-    a.use_pool("a").await;
-    b.use_pool("b").await;
-    let a_id = a.gen(1).await.remove(0);
-    let b_id = b.gen(1).await.remove(0);
+    let a = TypedClient::builder(server.addr()).pool("a").connect().await.expect("a client in a");
+    let b = TypedClient::builder(server.addr()).pool("b").connect().await.expect("a client in b");
+    let a_id = a.gen(1).await.expect("GEN").remove(0);
+    let b_id = b.gen(1).await.expect("GEN").remove(0);
 
     let mut tokens = Vec::new();
     for _ in 0..5 {
-        for (c, id) in [(&mut a, &a_id), (&mut b, &b_id)] {
-            let lease = c.lease("").await.expect("the pool's key");
+        for (c, id) in [(&a, &a_id), (&b, &b_id)] {
+            let lease = c.lease(None, None).await.expect("LEASE").expect("the pool's key");
             assert_eq!(&lease.id, id);
-            tokens.push(lease.token);
-            assert_eq!(c.cmd(&format!("REL {id} {}", lease.token)).await, "RELEASED");
+            tokens.push(lease.token.expect("LEASE answers with a token"));
+            assert_eq!(c.release(&lease, None).await.expect("REL"), Released::Yes);
         }
         // A v1 GET takes a token too: INFO shows it.
-        let got = b.get().await.expect("b's key");
-        tokens.push(num(&b.info(&got).await.expect("the key exists"), "token"));
-        assert_eq!(b.cmd(&format!("REL {got}")).await, "RELEASED");
+        let got = b.get(None, None).await.expect("GET").expect("b's key");
+        tokens.push(typed::token_of(&b, &got.id).await);
+        assert_eq!(b.release(got.id, None).await.expect("REL"), Released::Yes);
     }
     assert!(tokens.windows(2).all(|pair| pair[0] < pair[1]), "tokens must grow across pools: {tokens:?}");
 
     // A token of one pool is no lease in another, even for a key of the same number of leases.
-    let lease = a.lease("").await.expect("a's key");
-    assert_eq!(b.cmd(&format!("REL {a_id} {}", lease.token)).await, "NOT_FOUND");
+    let lease = a.lease(None, None).await.expect("LEASE").expect("a's key");
+    assert_eq!(b.release(&lease, None).await.expect("REL"), Released::NotFound);
 
     // Dropping a pool and making it again does not start its tokens over.
-    assert_eq!(a.cmd(&format!("DEL {a_id}")).await, "DELETED");
-    assert_eq!(a.stat("pools").await, 1, "a is dropped");
-    a.gen(1).await;
-    let renewed = a.lease("").await.expect("the new key of the new a");
-    assert!(renewed.token > lease.token, "{} after {}: tokens went back", renewed.token, lease.token);
-    close_and_stop(server, [a, b]).await;
+    assert!(a.delete(&a_id).await.expect("DEL"), "DELETED");
+    assert_eq!(typed::stat(&a, "pools").await, 1, "a is dropped");
+    a.gen(1).await.expect("GEN");
+    let renewed = a.lease(None, None).await.expect("LEASE").expect("the new key of the new a");
+    assert!(renewed.token > lease.token, "{:?} after {:?}: tokens went back", renewed.token, lease.token);
+    typed::close_and_stop(server, [a, b]).await;
 }
 
 #[tokio::test]
