@@ -407,3 +407,40 @@ async fn under_fsync_always_connections_share_syncs() {
     drop(c);
     stop(server).await;
 }
+
+#[tokio::test]
+async fn a_snapshot_of_keys_with_large_secrets_is_cut_into_small_records() {
+    let dir = TempDir::new("persist-secrets");
+    let server = start(durable(dir.path())).await;
+    let mut c = Client::connect(server.addr()).await;
+    let mut ids = Vec::new();
+    for n in 0..2100 {
+        ids.push(c.add(&format!("{n:0>1000}")).await);
+    }
+    assert_eq!(c.cmd("COMPACT").await, "OK");
+    drop(c);
+    stop(server).await;
+
+    let snapshot = std::fs::read_dir(dir.path())
+        .expect("list the data directory")
+        .map(|entry| entry.expect("an entry").path())
+        .find(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("snapshot-")))
+        .expect("a snapshot");
+    let bytes = std::fs::read(&snapshot).expect("read the snapshot");
+    let (mut offset, mut records) = (0, 0);
+    while let keypool::persist::format::Frame::Record(payload, next) =
+        keypool::persist::format::next_frame(&bytes, offset)
+    {
+        assert!(payload.len() <= keypool::persist::CHUNK_BYTES + 2048, "a record of {} bytes", payload.len());
+        (offset, records) = (next, records + 1);
+    }
+    assert_eq!(offset, bytes.len(), "the snapshot is whole records");
+    assert!(records > 8, "2 MiB of secrets in {records} records");
+
+    let server = start(durable(dir.path())).await;
+    let mut c = Client::connect(server.addr()).await;
+    assert_eq!(c.stat("keys").await, 2100);
+    assert_eq!(c.cmd(&format!("ADD {:0>1000}", 7)).await, format!("EXISTS {}", ids[7]), "secrets are restored");
+    drop(c);
+    stop(server).await;
+}

@@ -7,6 +7,7 @@
 //! names the file and offset, unless `--recover-truncate` says to keep the good prefix and drop the rest.
 
 use std::fs::{self, OpenOptions};
+use std::io::{BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -50,15 +51,21 @@ pub fn recover(dir: &DataDir, pools: &mut Pools, recover_truncate: bool) -> Resu
     let snapshot = listing.snapshots.last().copied();
     if let Some(generation) = snapshot {
         let path = dir.snapshot_path(generation);
-        let data = fs::read(&path).map_err(PersistError::file(&path))?;
-        recovered.snapshot = Some((generation, data.len() as u64));
-        match load_snapshot(&data, pools, &mut recovered, &mut highest_token) {
+        let file = fs::File::open(&path).map_err(PersistError::file(&path))?;
+        let size = file.metadata().map_err(PersistError::file(&path))?.len();
+        recovered.snapshot = Some((generation, size));
+        let mut reader =
+            SnapshotReader { file: BufReader::with_capacity(1 << 20, file), offset: 0, payload: Vec::new() };
+        let loaded = load_snapshot(&mut reader, pools, &mut recovered, &mut highest_token);
+        pools.index_snapshot_keys();
+        match loaded {
             Ok(()) => {}
-            Err((offset, reason)) if recover_truncate => {
+            Err(Unreadable::Io(source)) => return Err(PersistError::File { path, source }),
+            Err(Unreadable::Damaged(offset, reason)) if recover_truncate => {
                 tracing::warn!(path = %path.display(), offset, reason, "snapshot damaged; keeping the keys before the damage");
-                recovered.dropped_bytes += data.len() as u64 - offset;
+                recovered.dropped_bytes += size.saturating_sub(offset);
             }
-            Err((offset, reason)) => return Err(PersistError::Damaged { path, offset, reason }),
+            Err(Unreadable::Damaged(offset, reason)) => return Err(PersistError::Damaged { path, offset, reason }),
         }
     }
 
@@ -110,22 +117,69 @@ pub fn recover(dir: &DataDir, pools: &mut Pools, recover_truncate: bool) -> Resu
     Ok(recovered)
 }
 
+/// Why a snapshot could not be read to its end.
+enum Unreadable {
+    Io(std::io::Error),
+    /// At this offset, for this reason.
+    Damaged(u64, String),
+}
+
+/// A snapshot's records, read one at a time: each is parsed while it is still in the cache, and the file
+/// (hundreds of megabytes for millions of keys) is never in memory whole. Snapshot records are small (see
+/// `snapshot::CHUNK_BYTES`).
+struct SnapshotReader {
+    file: BufReader<fs::File>,
+    offset: u64,
+    payload: Vec<u8>,
+}
+
+impl SnapshotReader {
+    /// The next record's payload and its offset, or `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<(u64, &[u8])>, Unreadable> {
+        let at = self.offset;
+        let cut_short = || Unreadable::Damaged(at, "the snapshot ends in the middle of a record".into());
+        let mut header = [0u8; format::FRAME_HEADER];
+        let mut got = 0;
+        while got < header.len() {
+            match self.file.read(&mut header[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(cut_short()),
+                Ok(n) => got += n,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(Unreadable::Io(error)),
+            }
+        }
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if length == 0 || length > format::MAX_PAYLOAD {
+            return Err(Unreadable::Damaged(at, "bad record length".into()));
+        }
+        self.payload.resize(length, 0);
+        self.file.read_exact(&mut self.payload).map_err(|error| match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => cut_short(),
+            _ => Unreadable::Io(error),
+        })?;
+        if crc32fast::hash(&self.payload) != crc {
+            return Err(Unreadable::Damaged(at, "bad checksum".into()));
+        }
+        self.offset += (format::FRAME_HEADER + length) as u64;
+        Ok(Some((at, &self.payload)))
+    }
+}
+
 /// Loads a snapshot's keys into `pools`. On damage, the offset and why; the keys before it are loaded.
 fn load_snapshot(
-    data: &[u8],
+    reader: &mut SnapshotReader,
     pools: &mut Pools,
     recovered: &mut Recovered,
     highest_token: &mut u64,
-) -> Result<(), (u64, String)> {
-    let mut offset = 0;
+) -> Result<(), Unreadable> {
     let mut seen_header = false;
     loop {
-        let (payload, next) = match format::next_frame(data, offset) {
-            Frame::Record(payload, next) => (payload, next),
-            Frame::End | Frame::Torn => return Err((offset as u64, "the snapshot ends before its end record".into())),
-            Frame::Damaged => return Err((offset as u64, "bad checksum".into())),
+        let Some((offset, payload)) = reader.next()? else {
+            return Err(Unreadable::Damaged(reader.offset, "the snapshot ends before its end record".into()));
         };
-        let damaged = |reason: &str| (offset as u64, reason.to_string());
+        let damaged = |reason: &str| Unreadable::Damaged(offset, reason.to_string());
         match format::decode(payload).map_err(|error| damaged(&error.to_string()))? {
             Record::SnapshotHeader { next_token, .. } if !seen_header => {
                 seen_header = true;
@@ -151,7 +205,6 @@ fn load_snapshot(
             Record::SnapshotEnd { .. } => return Err(damaged("the end record's key count does not match")),
             _ => return Err(damaged("a record that does not belong in a snapshot")),
         }
-        offset = next;
     }
 }
 

@@ -15,7 +15,8 @@ use super::error::PersistError;
 use super::files::DataDir;
 use super::format;
 
-/// How many bytes of key images a chunk should hold before it is written.
+/// How many bytes of key images a snapshot record holds, about: one image more than this at most (a
+/// secret is at most 1 MiB), well under the format's `MAX_PAYLOAD`.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// A snapshot being written.

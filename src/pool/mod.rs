@@ -274,6 +274,8 @@ pub struct Pool {
     stats: PoolStats,
     /// Where changes are reported, with the pool's name; `None` when the daemon keeps nothing on disk.
     log: Option<(Arc<dyn ChangeLog>, Box<str>)>,
+    /// Keys loaded from a snapshot and not indexed yet (see `restore.rs`); empty in service.
+    unindexed: Vec<Slot>,
 }
 
 /// Where fencing tokens come from. Pools of one daemon share one counter, so that a token is larger
@@ -347,6 +349,7 @@ impl Pool {
             tokens,
             stats: PoolStats::default(),
             log: None,
+            unindexed: Vec::new(),
         }
     }
 

@@ -101,6 +101,14 @@ impl Pools {
         &mut self.entries[index as usize].pool
     }
 
+    /// Indexes the keys loaded from a snapshot, in every pool (see [`Pool::index_snapshot_keys`]): call
+    /// once the snapshot is loaded, before anything looks keys up.
+    pub fn index_snapshot_keys(&mut self) {
+        for (_, entry) in &mut self.entries {
+            entry.pool.index_snapshot_keys();
+        }
+    }
+
     /// Puts every restored pool in service (see [`Pool::finish_restore`]), drops those left empty, and
     /// makes every token handed out from now on larger than `highest_token`. Returns the totals.
     pub fn finish_restore(&mut self, highest_token: u64) -> Restored {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::changes::{Change, KeepaliveMode, KeyImage, PlaceImage, NEVER_MS};
 use super::lease::{Lease, Timing};
 use super::list::{Links, NIL};
-use super::record::{Place, Slot, NO_SECRET};
+use super::record::{KeyRecord, Place, Slot, NO_SECRET};
 use super::secrets::{OwnKeepalive, SecretEntry};
 use super::{Millis, Pool, Timer, NEVER};
 
@@ -70,12 +70,31 @@ impl Pool {
     /// Loads one key of a snapshot into a pool being restored. Cheaper than [`Self::restore`]: it does not
     /// look for the id first, which is right only while loading one snapshot into an empty pool (a
     /// snapshot holds each key once). Returns the fencing token it carries, if any.
+    ///
+    /// The key is not indexed yet: call [`Self::index_snapshot_keys`] once the snapshot is loaded.
     pub fn restore_snapshot_key(&mut self, image: &KeyImage<'_>) -> Option<u64> {
-        self.restore_key(image);
+        let alive_until = self.restored_deadline(image.alive_until_ms);
+        let slot = self.keys.insert(KeyRecord {
+            id: image.id,
+            links: Links::UNLINKED,
+            place: Place::Free { position: NIL },
+            leases: image.leases,
+            secret: NO_SECRET,
+            created_ms: image.created_ms,
+            alive_until,
+        }) as Slot;
+        self.unindexed.push(slot);
+        self.restore_secret_and_place(slot, image);
         match image.place {
             PlaceImage::Blocked { token, .. } => Some(token),
             _ => None,
         }
+    }
+
+    /// Indexes the keys [`Self::restore_snapshot_key`] loaded, all at once (see `IdIndex::insert_many`).
+    pub fn index_snapshot_keys(&mut self) {
+        let unindexed = std::mem::take(&mut self.unindexed);
+        self.index.insert_many(&self.keys, &unindexed);
     }
 
     /// Makes room for `keys` more keys in a pool being restored, so that loading them never rehashes.
@@ -83,6 +102,7 @@ impl Pool {
         self.keys.reserve(keys);
         self.index.reserve(&self.keys, keys);
         self.free.reserve(keys);
+        self.unindexed.reserve(keys);
     }
 
     /// Puts a restored pool in service: deletes the keys whose keep-alive deadline has passed, frees the
@@ -166,6 +186,11 @@ impl Pool {
         let alive_until = self.restored_deadline(image.alive_until_ms);
         let slot = self.insert_record(image.id, image.created_ms, alive_until);
         self.keys[slot as usize].leases = image.leases;
+        self.restore_secret_and_place(slot, image);
+    }
+
+    /// Gives a key just inserted its secret (if any) and its place.
+    fn restore_secret_and_place(&mut self, slot: Slot, image: &KeyImage<'_>) {
         if let Some((bytes, mode)) = image.secret {
             let keepalive = match mode {
                 KeepaliveMode::Pool => OwnKeepalive::Pool,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::Shared;
-use crate::persist::{format, PersistError, Persistence};
+use crate::persist::{format, PersistError, Persistence, CHUNK_BYTES};
 
 /// Keys read out per hold of the lock: about 150 KiB of images, a few hundred microseconds.
 const CHUNK_KEYS: usize = 2048;
@@ -108,12 +108,13 @@ fn compact(shared: &Shared, persist: &Persistence) -> Result<(), PersistError> {
         (persist.journal().rotate(), locked.pools.list(), locked.pools.next_token())
     };
     let mut snapshot = persist.start_snapshot(generation, next_token)?;
-    let mut images = Vec::new();
+    // Each chunk's images, cut into records of about CHUNK_BYTES: keys with large secrets make a chunk
+    // of keys large, and a record must stay well under the format's limit.
+    let mut records: Vec<(u32, Vec<u8>)> = Vec::new();
     for (pool, name) in pools {
         let mut from = Some(0);
         while let Some(start) = from {
-            images.clear();
-            let mut count = 0u32;
+            records.clear();
             let mut pool_keys = None;
             {
                 let locked = shared.lock();
@@ -122,15 +123,20 @@ fn compact(shared: &Shared, persist: &Persistence) -> Result<(), PersistError> {
                     pool_keys = Some(pool.stats().keys as u64);
                 }
                 from = pool.export(start, CHUNK_KEYS, |image| {
-                    format::put_image(&mut images, image);
-                    count += 1;
+                    if records.last().is_none_or(|(_, images)| images.len() >= CHUNK_BYTES) {
+                        records.push((0, Vec::with_capacity(CHUNK_BYTES + 1024)));
+                    }
+                    if let Some((count, images)) = records.last_mut() {
+                        format::put_image(images, image);
+                        *count += 1;
+                    }
                 });
             }
             if let Some(keys) = pool_keys {
                 snapshot.write_pool(&name, keys)?;
             }
-            if count > 0 {
-                snapshot.write_keys(&name, count, &images)?;
+            for (count, images) in &records {
+                snapshot.write_keys(&name, *count, images)?;
             }
         }
     }

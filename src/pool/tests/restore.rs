@@ -82,10 +82,12 @@ fn restore(original: &Pool, snapshot: Option<&Snapshot>, log: &[u8]) -> (Pool, u
         format::put_snapshot_keys(&mut framed, "default", snapshot.count, &snapshot.images);
         let Frame::Record(payload, _) = format::next_frame(&framed, 0) else { panic!("a whole snapshot record") };
         let Ok(Record::SnapshotKeys { images, .. }) = format::decode(payload) else { panic!("snapshot keys") };
+        pool.reserve(snapshot.count as usize);
         for image in images {
             let image = image.expect("an image that decodes");
-            highest_token = highest_token.max(pool.restore(&Change::Key(image)).unwrap_or(0));
+            highest_token = highest_token.max(pool.restore_snapshot_key(&image).unwrap_or(0));
         }
+        pool.index_snapshot_keys();
     }
     let mut offset = log_from;
     loop {
