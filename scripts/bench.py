@@ -47,7 +47,7 @@ def wait_for_port(port, timeout=10.0):
 class Server:
     """A server process pinned to the server CPU, stopped by its PID."""
 
-    def __init__(self, target, extra=(), daemon=DAEMON):
+    def __init__(self, target, extra=(), daemon=DAEMON, start_timeout=10.0):
         port = PORTS[target]
         if target == "keypool":
             cmd = [daemon, "--listen", f"127.0.0.1:{port}", "--max-keys", "20000000", *extra]
@@ -61,7 +61,7 @@ class Server:
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *cmd], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port)
+        wait_for_port(port, start_timeout)
 
     def rss_bytes(self):
         with open(f"/proc/{self.proc.pid}/status") as status:
@@ -349,7 +349,8 @@ def section_persistence(args):
     data = os.path.join(scratch, "data")
     shutil.rmtree(data, ignore_errors=True)
     keys = 10_000_000
-    server = Server("keypool", ["--data-dir", data, "--fsync", "no"])
+    long_lived = ["--keepalive-timeout", "1h"]
+    server = Server("keypool", ["--data-dir", data, "--fsync", "no", *long_lived])
     try:
         bench("keypool", "1s", workload="ping", keys=keys, warmup="0s")
     finally:
@@ -357,7 +358,7 @@ def section_persistence(args):
     recovery = {}
     for label in ("log only", "snapshot"):
         started = time.time()
-        server = Server("keypool", ["--data-dir", data, "--fsync", "no"])
+        server = Server("keypool", ["--data-dir", data, "--fsync", "no", *long_lived], start_timeout=300)
         try:
             first_reply = time.time() - started
             recovered = stat(PORTS["keypool"], "recovery_ms")

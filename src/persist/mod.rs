@@ -195,6 +195,13 @@ impl Persistence {
         self.last_compaction_ms.store(took.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Whether start-up replayed more than `--compact-min` of log: then a compaction soon after start
+    /// spares the next start the same replay (a log of new keys alone never reaches twice the live data,
+    /// and replaying it costs about four times as long as loading a snapshot of the same keys).
+    pub fn long_replay(&self) -> bool {
+        self.recovered.log_bytes > self.options.compact_min
+    }
+
     /// Whether the log is due for compaction, for a pool state of `keys` keys: past `--compact-min` and
     /// twice what a snapshot of those keys would take (estimated from the last one).
     pub fn compaction_due(&self, keys: usize) -> bool {

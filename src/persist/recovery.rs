@@ -27,8 +27,9 @@ pub struct Recovered {
     pub leases_ended: usize,
     /// Keys read from the snapshot.
     pub snapshot_keys: u64,
-    /// Changes replayed from the logs.
+    /// Changes replayed from the logs, and the bytes they took.
     pub log_records: u64,
+    pub log_bytes: u64,
     /// Bytes of a torn last record cut off the newest log.
     pub torn_bytes: u64,
     /// Bytes dropped after damage, with `--recover-truncate`.
@@ -75,6 +76,7 @@ pub fn recover(dir: &DataDir, pools: &mut Pools, recover_truncate: bool) -> Resu
         let data = fs::read(&path).map_err(PersistError::file(&path))?;
         let newest = i + 1 == logs.len();
         let (end, problem) = replay_log(&data, generation, pools, &mut recovered, &mut highest_token);
+        recovered.log_bytes += end as u64;
         let Some((kind, reason)) = problem else {
             continue;
         };
