@@ -305,7 +305,20 @@ def section_persistence(args):
     """--data-dir: lease under each fsync policy against in-memory keypool and redis with appendfsync
     always, recovery of 10M keys, and lease latency during a compaction."""
     scratch = tempfile.mkdtemp(prefix="keypool-bench-", dir=os.path.join(ROOT, "target"))
+    data = os.path.join(scratch, "data")
     rows = {}
+    parts = args.persistence_parts.split(",")
+    if "lease" in parts:
+        persistence_lease(args, scratch, rows)
+    if "recovery" in parts:
+        persistence_recovery(data, rows)
+    if "compaction" in parts:
+        persistence_compaction(args, data, rows)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+def persistence_lease(args, scratch, rows):
     print("\n## durability: lease (GET + REL), 50 connections\n")
     print("| pipeline | configuration | ops/s | p50 us | p99 us | runs |")
     print("|---|---|---|---|---|---|")
@@ -343,10 +356,12 @@ def section_persistence(args):
         print(f"| {pipeline} | ratios (median of rounds) | " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()) + " | | | |")
         rows[f"lease_p{pipeline}"] = {label: summarize(r) for label, r in results.items()} | {"ratios": ratios}
 
+
+
+def persistence_recovery(data, rows):
     print("\n## recovery of 10,000,000 keys\n")
     print("| from | keys | bytes on disk | bytes per key | recovery_ms (STAT) | start to first reply, s |")
     print("|---|---|---|---|---|---|")
-    data = os.path.join(scratch, "data")
     shutil.rmtree(data, ignore_errors=True)
     keys = 10_000_000
     long_lived = ["--keepalive-timeout", "1h"]
@@ -373,13 +388,15 @@ def section_persistence(args):
             server.stop()
     rows["recovery"] = recovery
 
+
+def persistence_compaction(args, data, rows):
+
     print("\n## lease p99 during compactions (1,000,000 keys, --fsync everysec, 50 connections, pipeline 1)\n")
-    print("| | ops/s | p50 us | p99 us | compactions during the run |")
-    print("|---|---|---|---|---|")
-    during = {}
-    for label, compacting in (("no compaction", False), ("COMPACT back to back", True)):
-        results, counts = [], []
-        for _ in range(args.runs):
+    print("| round | no compaction: ops/s | p99 us | COMPACT back to back: ops/s | p99 us | compactions | p99 ratio |")
+    print("|---|---|---|---|---|---|---|")
+    plain, busy, p99_ratios = [], [], []
+    for round_ in range(args.runs):
+        for compacting, into in ((False, plain), (True, busy)):
             shutil.rmtree(data, ignore_errors=True)
             server = Server("keypool", ["--data-dir", data, "--fsync", "everysec"])
             stop = threading.Event()
@@ -394,23 +411,23 @@ def section_persistence(args):
                 loop = threading.Thread(target=compact_loop) if compacting else None
                 if loop:
                     loop.start()
-                results.append(bench("keypool", args.duration, workload="lease", pipeline=1, no_seed=True))
+                result = bench("keypool", args.duration, workload="lease", pipeline=1, no_seed=True)
                 stop.set()
                 if loop:
                     loop.join()
-                counts.append(stat(PORTS["keypool"], "compactions") - before)
+                result["compactions"] = stat(PORTS["keypool"], "compactions") - before
+                into.append(result)
             finally:
                 stop.set()
                 server.stop()
-        m = summarize(results)
-        print(f"| {label} | {fmt_ops(m['ops_per_sec'])} | {m['p50_us']:.0f} | {m['p99_us']:.0f} | {statistics.median(counts):.0f} |",
-              flush=True)
-        during[label] = m
-    during["p99_ratio"] = during["COMPACT back to back"]["p99_us"] / during["no compaction"]["p99_us"]
-    print(f"\np99 during compactions / p99 without: {during['p99_ratio']:.2f}x")
+        p99_ratios.append(busy[-1]["latency_us"]["p99"] / plain[-1]["latency_us"]["p99"])
+        print(f"| {round_ + 1} | {fmt_ops(plain[-1]['ops_per_sec'])} | {plain[-1]['latency_us']['p99']} | "
+              f"{fmt_ops(busy[-1]['ops_per_sec'])} | {busy[-1]['latency_us']['p99']} | {busy[-1]['compactions']} | "
+              f"{p99_ratios[-1]:.2f}x |", flush=True)
+    during = {"no compaction": summarize(plain), "COMPACT back to back": summarize(busy),
+              "p99_ratio": statistics.median(p99_ratios)}
+    print(f"\np99 during compactions / p99 without (median of per-round ratios): {during['p99_ratio']:.2f}x")
     rows["compaction"] = during
-    shutil.rmtree(scratch, ignore_errors=True)
-    return rows
 
 
 def section_versus(args):
@@ -447,6 +464,8 @@ def main():
     parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus", "persistence"])
     parser.add_argument("--baseline-daemon", help="an older keypool binary, for --only versus")
     parser.add_argument("--full-memory", action="store_true", help="also measure the baselines at 1e7 keys")
+    parser.add_argument("--persistence-parts", default="lease,recovery,compaction",
+                        help="for --only persistence: which parts, comma-separated")
     parser.add_argument("--out", default=os.path.join(ROOT, "target", "bench-results.json"))
     args = parser.parse_args()
     for binary in (DAEMON, BENCH):
