@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,11 +33,6 @@ fn log_file(dir: &Path) -> PathBuf {
     logs.remove(0)
 }
 
-/// INFO of `id` without the fields a restart may legitimately move (none, today), as a map.
-async fn info(c: &mut Client, id: &str) -> Option<HashMap<String, String>> {
-    c.info(id).await
-}
-
 #[tokio::test]
 async fn keys_leases_delays_secrets_and_pools_survive_a_restart() {
     let dir = TempDir::new("persist-restart");
@@ -57,10 +52,10 @@ async fn keys_leases_delays_secrets_and_pools_survive_a_restart() {
     c.use_pool("default").await;
     let mut before = BTreeMap::new();
     for id in ids.iter().filter(|id| **id != deleted) {
-        before.insert(id.clone(), info(&mut c, id).await.expect("a live key"));
+        before.insert(id.clone(), c.info(id).await.expect("a live key"));
     }
     for id in [&secret, &own_window] {
-        before.insert(id.clone(), info(&mut c, id).await.expect("a live key"));
+        before.insert(id.clone(), c.info(id).await.expect("a live key"));
     }
     let pools = c.all_pools().await;
     drop(c);
@@ -69,7 +64,7 @@ async fn keys_leases_delays_secrets_and_pools_survive_a_restart() {
     let server = start(durable(dir.path())).await;
     let mut c = Client::connect(server.addr()).await;
     for (id, fields) in &before {
-        assert_eq!(info(&mut c, id).await.as_ref(), Some(fields), "{id} after the restart");
+        assert_eq!(c.info(id).await.as_ref(), Some(fields), "{id} after the restart");
     }
     assert_eq!(before[&leased.id]["state"], "blocked");
     assert_eq!(before[&long.id]["token"], long.token.to_string());
@@ -441,6 +436,41 @@ async fn a_snapshot_of_keys_with_large_secrets_is_cut_into_small_records() {
     let mut c = Client::connect(server.addr()).await;
     assert_eq!(c.stat("keys").await, 2100);
     assert_eq!(c.cmd(&format!("ADD {:0>1000}", 7)).await, format!("EXISTS {}", ids[7]), "secrets are restored");
+    drop(c);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_start_that_replayed_a_long_log_compacts_once_it_is_up() {
+    let dir = TempDir::new("persist-long-replay");
+    let small = |dir: &Path| {
+        let mut config = durable(dir);
+        if let Some(options) = config.persistence.as_mut() {
+            // New keys alone never make the log twice the live data; only the replay rule can compact here.
+            options.compact_min = 4096;
+        }
+        config
+    };
+    let server = start(small(dir.path())).await;
+    let mut c = Client::connect(server.addr()).await;
+    c.gen(200).await;
+    assert_eq!(c.stat("compactions").await, 0, "the log is past --compact-min but not twice the live data");
+    drop(c);
+    stop(server).await;
+
+    let server = start(small(dir.path())).await;
+    let mut c = Client::connect(server.addr()).await;
+    c.wait_for_stat("compactions", 1).await;
+    assert_eq!(c.stat("snapshot_keys").await, 200);
+    drop(c);
+    stop(server).await;
+
+    // The next start loads the snapshot and replays almost nothing: no compaction this time.
+    let server = start(small(dir.path())).await;
+    let mut c = Client::connect(server.addr()).await;
+    assert_eq!(c.stat("keys").await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.stat("compactions").await, 0, "a short replay does not compact");
     drop(c);
     stop(server).await;
 }

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::{router, Gateway};
+use crate::server::listener::{next_connection, refuse};
 
 /// How long a connection may take to finish its request once shutdown has begun.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -36,25 +37,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
         tracing::info!(%addr, "HTTP gateway listening");
     }
 
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // As on the TCP side: not the listener's fault; pause so that a descriptor shortage does
-                // not spin.
-                tracing::warn!(%error, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some((socket, peer)) = next_connection(&listener, shutdown.as_mut()).await {
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tracing::debug!(%peer, "HTTP refused: too many connections");
-            // A new socket's send buffer is empty, so the whole answer fits without waiting.
-            let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+            refuse(&socket, TOO_MANY_CONNECTIONS);
             continue;
         };
         let _ = socket.set_nodelay(true);

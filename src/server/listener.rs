@@ -5,10 +5,12 @@
 //! empty, so it fits, and a flood of connections costs no task or wait per rejected client.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,19 +19,42 @@ use super::{connection, Shared};
 
 const TOO_MANY_CONNECTIONS: &[u8] = b"SERVER_ERROR too many connections\r\n";
 
-/// Tells a client past the limit why it is turned away, without waiting for anything.
+/// Tells a client past the limit why it is turned away (`reply`, which must fit in a new socket's send
+/// buffer), without waiting for anything. Both front ends refuse this way.
 ///
 /// Whatever the client has already sent is read and dropped first: closing a socket with unread input
 /// makes the kernel reset the connection, which can destroy the reply before the client reads it. Input
 /// that arrives after this point can still cause that; waiting for it would cost a task and a descriptor
 /// per refused client, which is what a flood must not get.
-fn refuse(socket: &tokio::net::TcpStream) {
-    let _ = socket.try_write(TOO_MANY_CONNECTIONS);
+pub(crate) fn refuse(socket: &TcpStream, reply: &[u8]) {
+    let _ = socket.try_write(reply);
     let mut sink = [0u8; 1024];
     for _ in 0..4 {
         match socket.try_read(&mut sink) {
             Ok(n) if n > 0 => continue,
             _ => break,
+        }
+    }
+}
+
+/// The next connection, or `None` once `shutdown` completes. An accept that fails (out of file descriptors,
+/// a connection reset before it was taken) is not the listener's fault: it is logged and, after a short
+/// pause so that a descriptor shortage does not spin, the next one is tried. Both front ends accept this way.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return None,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 }
@@ -41,25 +66,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
 
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, or a connection reset before we took it: neither is the
-                // listener's fault. Pause briefly so that a descriptor shortage does not spin.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some((socket, peer)) = next_connection(&listener, shutdown.as_mut()).await {
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             shared.connection_rejected();
             tracing::debug!(%peer, "refused: too many connections");
-            refuse(&socket);
+            refuse(&socket, TOO_MANY_CONNECTIONS);
             continue;
         };
         let _ = socket.set_nodelay(true);

@@ -20,7 +20,7 @@ mod compaction;
 mod connection;
 mod execute;
 mod expiry;
-mod listener;
+pub(crate) mod listener;
 mod one_request;
 mod session;
 mod state;
