@@ -401,3 +401,26 @@ async fn the_daemon_serves_http_with_the_flag_and_refuses_an_open_address_withou
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--http") && help.contains("KEYPOOL_HTTP"), "{help}");
 }
+
+#[tokio::test]
+async fn a_client_past_max_connections_is_told_503_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = config();
+    config.max_connections = 1;
+    let daemon = Daemon::start(config).await;
+    let addr = daemon.http.addr();
+    let mut held = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    held.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut first = [0u8; 12];
+    common::within("the first reply", held.read_exact(&mut first)).await.expect("read");
+    assert_eq!(&first, b"HTTP/1.1 200", "the one connection allowed is served");
+
+    let mut refused = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut answer = Vec::new();
+    common::within("the refusal", refused.read_to_end(&mut answer)).await.expect("read to the close");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with("{\"error\":\"too many connections\"}\n"), "{answer}");
+    drop(held);
+    daemon.stop().await;
+}
