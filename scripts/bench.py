@@ -12,6 +12,7 @@ memcached on the PATH (`apt-get install redis-server memcached`).
     python3 scripts/bench.py --only contend  # handoffs: 1000 connections sharing 10 keys
     python3 scripts/bench.py --only versus --baseline-daemon /path/to/older/keypool   # lease, old vs new
     python3 scripts/bench.py --only persistence   # --data-dir: fsync policies, redis AOF, recovery, compaction
+    python3 scripts/bench.py --only http     # the HTTP gateway's lease against TCP's, on one daemon
 """
 
 import argparse
@@ -30,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAEMON = os.path.join(ROOT, "target", "release", "keypool")
 BENCH = os.path.join(ROOT, "target", "release", "keypool-bench")
 PORTS = {"keypool": 17171, "redis": 17172, "memcached": 17173}
+HTTP_PORT = 17174
 SERVER_CPU, CLIENT_CPU = "0", "1"
 
 
@@ -248,6 +250,32 @@ def section_idle(args):
     return {"alone": alone, "with_idle": crowd, "ratio": crowd_ratio}
 
 
+def section_http(args):
+    print("\n## HTTP gateway lease (GET /keys + PUT /keys/{id}) against TCP lease, 50 connections, one in flight\n")
+    print("| round | TCP ops/s | p50 us | p99 us | HTTP ops/s | p50 us | p99 us | HTTP / TCP |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for run in range(args.runs):
+        # One daemon per round serves both front ends; TCP first (it seeds the keys), then HTTP on them.
+        server = Server("keypool", extra=["--http", f"127.0.0.1:{HTTP_PORT}"])
+        try:
+            wait_for_port(HTTP_PORT)
+            tcp = measured(server, "keypool", args.duration, workload="lease", pipeline=1, keys=args.keys)
+            http = measured(server, "keypool", args.duration, workload="lease", http=True,
+                            http_server=f"127.0.0.1:{HTTP_PORT}", no_seed=True)
+        finally:
+            server.stop()
+        share = http["ops_per_sec"] / tcp["ops_per_sec"]
+        rows.append({"tcp": tcp, "http": http, "ratio": share})
+        print(f"| {run + 1} | {fmt_ops(tcp['ops_per_sec'])} | {tcp['latency_us']['p50']} | {tcp['latency_us']['p99']} | "
+              f"{fmt_ops(http['ops_per_sec'])} | {http['latency_us']['p50']} | {http['latency_us']['p99']} | "
+              f"{share:.2f}x |", flush=True)
+    median = statistics.median(row["ratio"] for row in rows)
+    print(f"| **median** | {fmt_ops(statistics.median(r['tcp']['ops_per_sec'] for r in rows))} | | | "
+          f"{fmt_ops(statistics.median(r['http']['ops_per_sec'] for r in rows))} | | | **{median:.2f}x** |")
+    return {"rounds": rows, "median_ratio": median}
+
+
 def section_contend(args):
     print("\n## contend: LEASE <wait> + REL <id> <token>, 1000 connections sharing 10 keys (keypool)\n")
     print("| run | ops/s | handoffs/s | handoff p50 us | handoff p99 us | handoff p99.9 us | not found | errors |")
@@ -461,7 +489,8 @@ def main():
     parser.add_argument("--duration", default="5s")
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--workloads", nargs="+", default=["lease", "ping", "info"])
-    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus", "persistence"])
+    parser.add_argument("--only", choices=["compare", "scaling", "memory", "idle", "contend", "versus", "persistence",
+                                            "http"])
     parser.add_argument("--baseline-daemon", help="an older keypool binary, for --only versus")
     parser.add_argument("--full-memory", action="store_true", help="also measure the baselines at 1e7 keys")
     parser.add_argument("--persistence-parts", default="lease,recovery,compaction",
@@ -475,7 +504,8 @@ def main():
     print(f"machine: {os.cpu_count()} cores, {subprocess.run(['uname', '-sr'], capture_output=True, text=True).stdout.strip()}; "
           f"server on CPU {SERVER_CPU}, keypool-bench on CPU {CLIENT_CPU}; medians of {args.runs} runs of {args.duration}")
     sections = {"compare": section_compare, "scaling": section_scaling, "memory": section_memory, "idle": section_idle,
-                "contend": section_contend, "versus": section_versus, "persistence": section_persistence}
+                "contend": section_contend, "versus": section_versus, "persistence": section_persistence,
+                "http": section_http}
     results = {}
     for name, run in sections.items():
         # versus needs a second build, so it runs only when asked for.

@@ -172,6 +172,10 @@ async fn bad_requests_get_400_404_405_413_and_415_with_json_errors() {
         http.get("/pools/no%20spaces/keys").await.expect(400).error(),
         "malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'"
     );
+    assert_eq!(
+        http.get("/pools/team%ff/keys").await.expect(400).error(),
+        "malformed path: a parameter is not percent-encoded UTF-8"
+    );
 
     // Unknown paths, and known paths with the wrong method.
     for path in ["/", "/key", "/keys/x/y/z", "/pools/a/pools", "/metrics/x"] {

@@ -6,18 +6,18 @@
 //! unit, a token of digits), with the protocol's own error messages; their limits (`--max-wait`,
 //! `--max-block`, `--max-secret`) are `execute`'s to check, so they are the same on both front ends.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 
-use super::json::{self, Shape};
-use super::router::{Endpoint, Route};
+use super::json::{self, Answer, Shape};
+use super::router::{self, Endpoint, Matched, Route, Unmatched};
 use super::{metrics, openapi, Gateway, MAX_BODY};
 use crate::auth::Grant;
 use crate::pool::{valid_pool_name, KeyId, DEFAULT_POOL, MAX_GEN_COUNT};
@@ -25,49 +25,55 @@ use crate::protocol::{duration, LeaseArgs, Request as Command, Secret};
 use crate::server::telemetry::Frontend;
 use crate::server::{run_one, Session};
 
-/// A request refused before it reached the engine, already in its final form (boxed: a `Response` is large,
+/// A request refused before it reached the engine, already in its final form (boxed: an answer is large,
 /// and refusals are the rare path).
-type Refused = Box<Response>;
+type Refused = Box<Answer>;
 
-/// Serves `request` on `route`, with the path's parameters in `params`.
-pub async fn handle(
-    route: &'static Route,
-    gateway: Arc<Gateway>,
-    params: HashMap<String, String>,
-    request: Request,
-) -> Response {
-    match serve(route, &gateway, &params, request).await {
-        Ok(response) => response,
+/// Serves one request: finds its route, then answers it.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Answer {
+    let (parts, body) = request.into_parts();
+    let matched = match router::find(parts.uri.path()) {
+        Ok(matched) => matched,
+        Err(Unmatched::NoRoute) => return json::error(StatusCode::NOT_FOUND, "no such route"),
+        Err(Unmatched::Malformed) => {
+            return json::error(StatusCode::BAD_REQUEST, "malformed path: a parameter is not percent-encoded UTF-8")
+        }
+    };
+    let request = Asked { method: &parts.method, query: parts.uri.query(), headers: &parts.headers, body };
+    match serve(&matched, &gateway, request).await {
+        Ok(answer) => answer,
         Err(refused) => *refused,
     }
 }
 
-async fn serve(
-    route: &'static Route,
-    gateway: &Gateway,
-    params: &HashMap<String, String>,
-    request: Request,
-) -> Result<Response, Refused> {
-    let method = request.method().clone();
+/// A request, taken apart: the matched path aside, what the handlers read of it.
+struct Asked<'a> {
+    method: &'a Method,
+    query: Option<&'a str>,
+    headers: &'a HeaderMap,
+    body: Incoming,
+}
+
+async fn serve(matched: &Matched<'_>, gateway: &Gateway, request: Asked<'_>) -> Result<Answer, Refused> {
+    let route = matched.route;
+    let method = request.method;
     if !route.methods.contains(&method.as_str()) {
         return Err(method_not_allowed(route));
     }
-    let uri = request.uri().clone();
-    let query = Query::parse(uri.query())?;
+    let query = Query::parse(request.query)?;
     // The pool a key route acts on; `None` for the routes that name no pool.
-    let pool = match params.get("pool") {
+    let pool = match matched.pool.as_deref() {
         Some(name) if !valid_pool_name(name.as_bytes()) => {
             return Err(bad_request("malformed pool name: 1 to 64 letters, digits, '_', '.' or '-'"))
         }
-        Some(name) => Some(name.as_str()),
+        Some(name) => Some(name),
         None if matches!(route.endpoint, Endpoint::Keys | Endpoint::Key | Endpoint::Touch | Endpoint::KeepAlive) => {
             Some(DEFAULT_POOL)
         }
         None => None,
     };
-    let id = params.get("id").map(|id| key_id(id)).transpose()?;
-    let headers = request.headers().clone();
-    let engine = Engine { gateway, headers: &headers, pool };
+    let id = matched.id.as_deref().map(key_id).transpose()?;
+    let engine = Engine { gateway, headers: request.headers, pool };
 
     match (route.endpoint, id) {
         (Endpoint::Health, _) => {
@@ -85,31 +91,31 @@ async fn serve(
         }
         (Endpoint::Stats, _) => {
             query.allow(&[])?;
-            engine.run(Command::Stats { pool: params.get("pool").map(String::as_str) }, Shape::Stats).await
+            engine.run(Command::Stats { pool: matched.pool.as_deref() }, Shape::Stats).await
         }
         (Endpoint::Pools, _) => {
             query.allow(&["cursor"])?;
             let cursor = query.token("cursor", "malformed cursor")?.unwrap_or(0);
             engine.run(Command::Pools { cursor }, Shape::Pools).await
         }
-        (Endpoint::Keys, _) if method == Method::GET => {
+        (Endpoint::Keys, _) if *method == Method::GET => {
             query.allow(&["wait", "block"])?;
             let lease = LeaseArgs { wait: query.duration("wait")?, block: query.duration("block")? };
             engine.run(Command::Lease(lease), Shape::Leased).await
         }
-        (Endpoint::Keys, _) => create(&engine, &query, request).await,
-        (Endpoint::Key, Some(id)) if method == Method::PUT => {
+        (Endpoint::Keys, _) => create(&engine, &query, request.headers, request.body).await,
+        (Endpoint::Key, Some(id)) if *method == Method::PUT => {
             query.allow(&["token", "delay"])?;
             let token = query.token("token", "malformed token")?;
             engine.run(Command::Rel { id, token, delay: query.duration("delay")? }, Shape::Status).await
         }
-        (Endpoint::Key, Some(id)) if method == Method::DELETE => {
+        (Endpoint::Key, Some(id)) if *method == Method::DELETE => {
             query.allow(&[])?;
             engine.run(Command::Del(id), Shape::Status).await
         }
         (Endpoint::Key, Some(id)) => {
             query.allow(&[])?;
-            let shape = if method == Method::HEAD { Shape::InfoHeaders } else { Shape::Info };
+            let shape = if *method == Method::HEAD { Shape::InfoHeaders } else { Shape::Info };
             engine.run(Command::Info(id), shape).await
         }
         (Endpoint::Touch, Some(id)) => {
@@ -127,9 +133,14 @@ async fn serve(
 }
 
 /// `POST /keys`: GEN, or ADD when the body carries a secret.
-async fn create(engine: &Engine<'_>, query: &Query<'_>, request: Request) -> Result<Response, Refused> {
+async fn create(
+    engine: &Engine<'_>,
+    query: &Query<'_>,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Answer, Refused> {
     query.allow(&[])?;
-    let body = json_body(request).await?;
+    let body = json_body(headers, body).await?;
     let Some(body) = body else {
         return engine.run(Command::Gen { count: 1 }, Shape::Generated { listed: false }).await;
     };
@@ -188,17 +199,17 @@ struct Engine<'a> {
 
 impl Engine<'_> {
     /// Checks the bearer token, then runs `request` and answers in `shape`.
-    async fn run(&self, request: Command<'_>, shape: Shape) -> Result<Response, Refused> {
+    async fn run(&self, request: Command<'_>, shape: Shape) -> Result<Answer, Refused> {
         let grant = self.authorize()?;
         Ok(self.execute(grant, request, shape).await)
     }
 
     /// Runs `request` without asking for a token (`/health`).
-    async fn run_open(&self, request: Command<'_>, shape: Shape) -> Result<Response, Refused> {
+    async fn run_open(&self, request: Command<'_>, shape: Shape) -> Result<Answer, Refused> {
         Ok(self.execute(None, request, shape).await)
     }
 
-    async fn execute(&self, grant: Option<Grant>, request: Command<'_>, shape: Shape) -> Response {
+    async fn execute(&self, grant: Option<Grant>, request: Command<'_>, shape: Shape) -> Answer {
         let shared = &self.gateway.shared;
         let command = request.command();
         let mut session = Session::new(shared);
@@ -208,6 +219,9 @@ impl Engine<'_> {
         }
         let started = Instant::now();
         let reply = tokio::select! {
+            // The request first: most are answered on their first poll, and then the shutdown signal is
+            // never polled, which would register (and drop) a waiter on it under its lock.
+            biased;
             reply = run_one(shared, &mut session, request) => reply,
             // Shutdown: a waiting request is not kept waiting; the session's Drop withdraws its wait.
             () = self.gateway.stop.cancelled() => {
@@ -248,8 +262,7 @@ impl Engine<'_> {
 
 /// The body of a POST as JSON: `None` when it is empty. 413 past [`MAX_BODY`], 415 when it says it is not
 /// JSON, 400 when it is not.
-async fn json_body(request: Request) -> Result<Option<Value>, Refused> {
-    let headers = request.headers();
+async fn json_body(headers: &HeaderMap, body: Incoming) -> Result<Option<Value>, Refused> {
     if let Some(content_type) = headers.get(CONTENT_TYPE) {
         let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("application/json") {
@@ -261,7 +274,10 @@ async fn json_body(request: Request) -> Result<Option<Value>, Refused> {
         return Err(too_large());
     }
     // Past the limit while streaming (a chunked body), or the client went away: either way, no request.
-    let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY).await.map_err(|_| too_large())?;
+    let bytes: Bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(too_large()),
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -341,15 +357,15 @@ fn too_large() -> Refused {
 }
 
 fn unauthorized(message: &str) -> Refused {
-    let mut response = json::error(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Box::new(response)
+    let mut answer = json::error(StatusCode::UNAUTHORIZED, message);
+    answer.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Box::new(answer)
 }
 
 fn method_not_allowed(route: &Route) -> Refused {
-    let mut response = json::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    let mut answer = json::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     if let Ok(allow) = HeaderValue::from_str(&route.methods.join(", ")) {
-        response.headers_mut().insert(ALLOW, allow);
+        answer.headers_mut().insert(ALLOW, allow);
     }
-    Box::new(response)
+    Box::new(answer)
 }

@@ -8,10 +8,14 @@
 //! Errors, whatever the route: `CLIENT_ERROR` is 400, `ERROR NOAUTH` 401, `NOT_FOUND` 404, `NOT_BLOCKED`
 //! and `STALE` 409, `SERVER_ERROR` 503, each with `{"error": "<message>"}`.
 
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::Value;
+
+/// An answer to an HTTP request: the whole body is known before the head is sent.
+pub type Answer = Response<Full<Bytes>>;
 
 /// How a successful reply is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,23 +40,114 @@ pub enum Shape {
     Health,
 }
 
-/// An `{"error": message}` answer.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    body(status, &json!({ "error": message }))
+/// A flat JSON object written straight into its body: the gateway's answers are a few fields each, and
+/// writing them costs less than building a `serde_json::Value` first (strings are still escaped by
+/// serde_json).
+pub struct Object {
+    text: Vec<u8>,
 }
 
-/// A JSON answer.
-pub fn body(status: StatusCode, value: &Value) -> Response {
-    let mut text = value.to_string();
-    text.push('\n');
-    (status, [(CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response()
+impl Object {
+    pub fn new() -> Object {
+        let mut text = Vec::with_capacity(96);
+        text.push(b'{');
+        Object { text }
+    }
+
+    fn name(&mut self, name: &str) {
+        if self.text.len() > 1 {
+            self.text.push(b',');
+        }
+        self.string_value(name);
+        self.text.push(b':');
+    }
+
+    fn string_value(&mut self, value: &str) {
+        // Writing a `&str` to a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut self.text, value);
+    }
+
+    /// Adds `"name": "value"`.
+    pub fn string(mut self, name: &str, value: &str) -> Object {
+        self.name(name);
+        self.string_value(value);
+        self
+    }
+
+    /// Adds `"name": value` for a whole number.
+    pub fn number(mut self, name: &str, value: u64) -> Object {
+        self.name(name);
+        self.text.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self
+    }
+
+    /// Adds `"name": [strings]`.
+    pub fn strings<'a>(mut self, name: &str, values: impl Iterator<Item = &'a str>) -> Object {
+        self.name(name);
+        self.text.push(b'[');
+        for (at, value) in values.enumerate() {
+            if at > 0 {
+                self.text.push(b',');
+            }
+            self.string_value(value);
+        }
+        self.text.push(b']');
+        self
+    }
+
+    /// Adds `"name": <JSON>`, for a value written by another `Object` or by serde_json.
+    pub fn raw(mut self, name: &str, json: &[u8]) -> Object {
+        self.name(name);
+        self.text.extend_from_slice(json);
+        self
+    }
+
+    /// The object's text, without a trailing newline.
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.text.push(b'}');
+        self.text
+    }
+
+    /// The answer with this object as its body.
+    pub fn answer(self, status: StatusCode) -> Answer {
+        let mut text = self.into_bytes();
+        text.push(b'\n');
+        with_body(status, "application/json", text)
+    }
+}
+
+/// An answer of `status` with `body` as its `content_type`.
+pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut answer = Response::new(Full::new(body.into()));
+    *answer.status_mut() = status;
+    answer.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    answer
+}
+
+/// An answer of `status` with no body.
+pub fn empty(status: StatusCode) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::new()));
+    *answer.status_mut() = status;
+    answer
+}
+
+/// An `{"error": message}` answer.
+pub fn error(status: StatusCode, message: &str) -> Answer {
+    Object::new().string("error", message).answer(status)
+}
+
+/// A JSON answer from a document built as a `Value` (the OpenAPI document).
+pub fn body(status: StatusCode, value: &Value) -> Answer {
+    let mut text = value.to_string().into_bytes();
+    text.push(b'\n');
+    with_body(status, "application/json", text)
 }
 
 /// The answer to `reply`, a complete protocol reply, shown as `shape`.
-pub fn respond(shape: Shape, reply: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(reply);
-    let lines: Vec<&str> = text.lines().collect();
-    let first = lines.first().copied().unwrap_or_default();
+pub fn respond(shape: Shape, reply: &[u8]) -> Answer {
+    // Replies are printable ASCII; anything else would be a bug, and is answered as one.
+    let text = std::str::from_utf8(reply).unwrap_or_default();
+    let first = text.lines().next().unwrap_or_default();
     let (word, rest) = first.split_once(' ').unwrap_or((first, ""));
     let failed = match word {
         "CLIENT_ERROR" => Some((StatusCode::BAD_REQUEST, rest)),
@@ -66,65 +161,72 @@ pub fn respond(shape: Shape, reply: &[u8]) -> Response {
     if let Some((status, message)) = failed {
         return match shape {
             // A HEAD answer has no body; its status says it all.
-            Shape::InfoHeaders => status.into_response(),
+            Shape::InfoHeaders => empty(status),
             _ => error(status, message),
         };
     }
     match shape {
         Shape::Generated { listed } => {
-            let ids: Vec<&str> = lines.iter().filter_map(|line| line.strip_prefix("KEY ")).collect();
-            match (listed, ids.first()) {
-                (true, _) => body(StatusCode::CREATED, &json!({ "keys": ids })),
-                (false, Some(id)) => body(StatusCode::CREATED, &json!({ "key_id": id })),
+            let ids = text.lines().filter_map(|line| line.strip_prefix("KEY "));
+            match (listed, ids.clone().next()) {
+                (true, _) => Object::new().strings("keys", ids).answer(StatusCode::CREATED),
+                (false, Some(id)) => Object::new().string("key_id", id).answer(StatusCode::CREATED),
                 (false, None) => unexpected(first),
             }
         }
         Shape::Added => match (word, rest) {
-            ("KEY", id) => body(StatusCode::CREATED, &json!({ "key_id": id })),
-            ("EXISTS", id) => body(StatusCode::OK, &json!({ "key_id": id, "status": "exists" })),
+            ("KEY", id) => Object::new().string("key_id", id).answer(StatusCode::CREATED),
+            ("EXISTS", id) => Object::new().string("key_id", id).string("status", "exists").answer(StatusCode::OK),
             _ => unexpected(first),
         },
         Shape::Leased => {
             let mut fields = rest.split(' ');
             match (word, fields.next(), fields.next().and_then(|token| token.parse::<u64>().ok())) {
                 ("LEASED", Some(id), Some(token)) => {
-                    let mut leased = json!({ "key_id": id, "token": token });
-                    if let Some(secret) = fields.next() {
-                        leased["secret"] = Value::from(secret);
-                    }
-                    body(StatusCode::OK, &leased)
+                    let leased = Object::new().string("key_id", id).number("token", token);
+                    let leased = match fields.next() {
+                        Some(secret) => leased.string("secret", secret),
+                        None => leased,
+                    };
+                    leased.answer(StatusCode::OK)
                 }
                 _ => unexpected(first),
             }
         }
-        Shape::Status => body(StatusCode::OK, &json!({ "status": word.to_ascii_lowercase().replace('_', " ") })),
-        Shape::Health => body(StatusCode::OK, &json!({ "status": "ok" })),
-        Shape::Info | Shape::Stats => body(StatusCode::OK, &Value::Object(stat_fields(&lines))),
-        Shape::InfoHeaders => info_headers(&lines),
+        Shape::Status => {
+            let status = word.to_ascii_lowercase().replace('_', " ");
+            Object::new().string("status", &status).answer(StatusCode::OK)
+        }
+        Shape::Health => Object::new().string("status", "ok").answer(StatusCode::OK),
+        Shape::Info | Shape::Stats => stat_fields(text).answer(StatusCode::OK),
+        Shape::InfoHeaders => info_headers(text),
         Shape::Pools => {
-            let pools: Vec<Value> = lines
-                .iter()
-                .filter_map(|line| line.strip_prefix("POOL "))
-                .filter_map(|line| line.split_once(' '))
-                .map(|(name, keys)| json!({ "name": name, "keys": keys.parse::<u64>().unwrap_or_default() }))
-                .collect();
-            let cursor = lines.iter().find_map(|line| line.strip_prefix("END ")).and_then(|c| c.parse::<u64>().ok());
-            body(StatusCode::OK, &json!({ "pools": pools, "next_cursor": cursor.unwrap_or_default() }))
+            let mut pools = b"[".to_vec();
+            let listed =
+                text.lines().filter_map(|line| line.strip_prefix("POOL ")).filter_map(|line| line.split_once(' '));
+            for (at, (name, keys)) in listed.enumerate() {
+                if at > 0 {
+                    pools.push(b',');
+                }
+                let pool = Object::new().string("name", name).number("keys", keys.parse::<u64>().unwrap_or_default());
+                pools.extend_from_slice(&pool.into_bytes());
+            }
+            pools.push(b']');
+            let cursor = text.lines().find_map(|line| line.strip_prefix("END ")).and_then(|c| c.parse::<u64>().ok());
+            Object::new().raw("pools", &pools).number("next_cursor", cursor.unwrap_or_default()).answer(StatusCode::OK)
         }
     }
 }
 
 /// `STAT <name> <value>` lines as a JSON object; a value that is a whole number becomes a number.
-fn stat_fields(lines: &[&str]) -> Map<String, Value> {
-    lines
-        .iter()
-        .filter_map(|line| line.strip_prefix("STAT "))
-        .filter_map(|line| line.split_once(' '))
-        .map(|(name, value)| {
-            let value = value.parse::<u64>().map_or_else(|_| Value::from(value), Value::from);
-            (name.to_string(), value)
-        })
-        .collect()
+fn stat_fields(text: &str) -> Object {
+    text.lines().filter_map(|line| line.strip_prefix("STAT ")).filter_map(|line| line.split_once(' ')).fold(
+        Object::new(),
+        |object, (name, value)| match value.parse::<u64>() {
+            Ok(number) => object.number(name, number),
+            Err(_) => object.string(name, value),
+        },
+    )
 }
 
 /// The header each INFO field is sent as on a HEAD answer.
@@ -138,9 +240,10 @@ const INFO_HEADERS: [(&str, &str); 6] = [
 ];
 
 /// A HEAD answer: 200 and INFO's fields as `X-Keypool-*` headers (the fields absent from INFO, absent).
-fn info_headers(lines: &[&str]) -> Response {
-    let mut headers = HeaderMap::new();
-    for line in lines.iter().filter_map(|line| line.strip_prefix("STAT ")) {
+fn info_headers(text: &str) -> Answer {
+    let mut answer = empty(StatusCode::OK);
+    let headers: &mut HeaderMap = answer.headers_mut();
+    for line in text.lines().filter_map(|line| line.strip_prefix("STAT ")) {
         let Some((name, value)) = line.split_once(' ') else {
             continue;
         };
@@ -151,11 +254,11 @@ fn info_headers(lines: &[&str]) -> Response {
             headers.insert(HeaderName::from_static(header), value);
         }
     }
-    (StatusCode::OK, headers).into_response()
+    answer
 }
 
 /// A reply this route should never get: a bug, reported as such rather than as a guess.
-fn unexpected(first: &str) -> Response {
+fn unexpected(first: &str) -> Answer {
     tracing::warn!(reply = first.split(' ').next().unwrap_or_default(), "HTTP gateway: unexpected reply");
     error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply from the engine")
 }
@@ -164,9 +267,12 @@ fn unexpected(first: &str) -> Response {
 mod tests {
     use super::*;
 
-    async fn json_of(response: Response) -> (StatusCode, Value) {
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("a body");
+    use http_body_util::BodyExt;
+    use serde_json::json;
+
+    async fn json_of(answer: Answer) -> (StatusCode, Value) {
+        let status = answer.status();
+        let bytes = answer.into_body().collect().await.expect("a body").to_bytes();
         (status, serde_json::from_slice(&bytes).expect("JSON"))
     }
 
@@ -195,6 +301,33 @@ mod tests {
         let (status, info) = json_of(respond(Shape::Info, reply)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(info, json!({ "id": "abc", "state": "blocked", "created_ms": 17, "token": 42, "leases": 1 }));
+    }
+
+    #[test]
+    fn objects_are_valid_json_whatever_their_strings_hold() {
+        let text = Object::new()
+            .string("plain", "abc")
+            .string("awkward", "quote \" backslash \\ newline \n")
+            .number("big", u64::MAX)
+            .strings("list", ["a", "\"b\""].into_iter())
+            .into_bytes();
+        let parsed: Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(
+            parsed,
+            json!({ "plain": "abc", "awkward": "quote \" backslash \\ newline \n", "big": u64::MAX, "list": ["a", "\"b\""] })
+        );
+        assert_eq!(Object::new().into_bytes(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn pools_are_listed_with_their_cursor() {
+        let (_, pools) = json_of(respond(Shape::Pools, b"POOL a 3\r\nPOOL b 0\r\nEND 7\r\n")).await;
+        assert_eq!(
+            pools,
+            json!({ "pools": [{ "name": "a", "keys": 3 }, { "name": "b", "keys": 0 }], "next_cursor": 7 })
+        );
+        let (_, empty) = json_of(respond(Shape::Pools, b"END 0\r\n")).await;
+        assert_eq!(empty, json!({ "pools": [], "next_cursor": 0 }));
     }
 
     #[tokio::test]

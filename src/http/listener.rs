@@ -1,23 +1,23 @@
 //! The gateway's accept loop: one hyper HTTP/1.1 connection (keep-alive) per client, up to
 //! `--max-connections` at once, and a clean shutdown.
 //!
-//! This is a loop of our own rather than `axum::serve` so that the gateway keeps the TCP front end's
+//! This is a loop of our own rather than a framework's `serve` so that the gateway keeps the TCP front end's
 //! habits: a connection limit with an immediate answer past it, connections counted for `/metrics`, and
 //! shutdown that stops accepting, then lets each connection finish the request in hand (waiting requests
 //! are answered at once, see [`super::Gateway::stop`]). A client that hangs up mid-request makes hyper
 //! drop the request's future, and with it the request's session, whose `Drop` withdraws its wait.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::{router, Gateway};
+use super::{handlers, Gateway};
 use crate::server::listener::{next_connection, refuse};
 
 /// How long a connection may take to finish its request once shutdown has begun.
@@ -31,7 +31,6 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
     let shared = Arc::clone(&gateway.shared);
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let connections = TaskTracker::new();
-    let app = router::router(Arc::clone(&gateway));
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP gateway listening");
@@ -45,7 +44,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
         };
         let _ = socket.set_nodelay(true);
         shared.telemetry.http_connection_opened();
-        let service = TowerToHyperService::new(app.clone());
+        let serving = Arc::clone(&gateway);
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = Arc::clone(&serving);
+            async move { Ok::<_, Infallible>(handlers::handle(gateway, request).await) }
+        });
         let shared = Arc::clone(&shared);
         let stop = gateway.stop.clone();
         connections.spawn(async move {
@@ -53,6 +56,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
             // The timer gives hyper its default 30 s limit on reading a request's headers.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
+                .writev(false)
                 .serve_connection(TokioIo::new(socket), service);
             tokio::pin!(connection);
             let ended = tokio::select! {

@@ -11,9 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use hyper::StatusCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -34,11 +32,12 @@ pub fn registry(shared: Arc<Shared>) -> Registry {
 }
 
 /// `/metrics`' answer.
-pub fn scrape(registry: &Registry) -> Response {
+pub fn scrape(registry: &Registry) -> super::json::Answer {
     let mut text = String::new();
     match prometheus_client::encoding::prometheus_text::encode(&mut text, registry) {
-        Ok(()) => (StatusCode::OK, [(CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], text)
-            .into_response(),
+        Ok(()) => {
+            super::json::with_body(StatusCode::OK, prometheus_client::encoding::prometheus_text::CONTENT_TYPE, text)
+        }
         Err(fmt::Error) => super::json::error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics"),
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! - [`listener`] accepts connections (up to `--max-connections`), serves each with hyper's HTTP/1.1
 //!   (keep-alive), and shuts down cleanly;
-//! - [`router`] is the table of routes, which both the router and the OpenAPI document are built from;
+//! - [`router`] is the table of routes, which requests are matched against and the OpenAPI document is
+//!   built from;
 //! - [`handlers`] turns a route, its parameters and its body into a request, checks the bearer token, and
 //!   runs it;
 //! - [`json`] maps the engine's reply to a status code and a JSON body (or HEAD's headers);
