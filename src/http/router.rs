@@ -6,7 +6,7 @@
 //! has there. The handler then answers the methods the table lists and 405 with `Allow` for the rest, so
 //! `Allow` is exactly the table's (a generic router would also answer HEAD wherever GET is served, and a
 //! HEAD of `/keys` must not lease a key). Matching by hand was measured: with a generic router and its
-//! middleware in the way, the gateway served a quarter fewer leases a second (BENCHMARKS.md).
+//! middleware in the way, the gateway served a third fewer leases a second (BENCHMARKS.md).
 
 use std::borrow::Cow;
 
