@@ -7,25 +7,27 @@
 //! - an [`IdIndex`] maps ids to slots without storing ids twice;
 //! - a [`FreeList`] holds the free slots, and each free record knows its position there, so GET draws a
 //!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search;
-//! - a lease table holds what only leased (or delayed) keys need: deadline, timer, fencing token, and
-//!   the link on a release-on-close connection's list;
-//! - a keep-alive [`List`] orders keys by keep-alive deadline, with a single timer for its head;
+//! - a lease table holds what only leased (or delayed) keys need: deadline, how it is timed, fencing
+//!   token, and the link on a release-on-close connection's list;
+//! - a keep-alive [`List`] orders keys by keep-alive deadline, with a single timer for its head; leases
+//!   made on the pool's block window sit on a block list ordered the same way, with a single head timer;
 //! - the secret table holds what only imported keys need (see `secrets.rs`);
 //! - waiters queue on a list, oldest first, and a freed key goes to the oldest in O(1);
-//! - one `tokio_util::time::DelayQueue` holds every timer: one per lease, per delay and per waiter, one
-//!   per key with its own keep-alive window, plus the keep-alive head's (and, rarely, one that hands free
-//!   keys to waiters, see [`Timer::ServeWaiters`]).
+//! - one `tokio_util::time::DelayQueue` holds every timer: the two head timers, one per lease with a
+//!   window of its own (`LEASE <wait> <block>`, `TOUCH` with a duration), per delayed release, per waiter
+//!   and per key with its own keep-alive window (and, rarely, one that hands free keys to waiters, see
+//!   [`Timer::ServeWaiters`]).
 //!
 //! Every lease gets a fencing token from a counter that only grows, so a token names one lease for the
 //! pool's whole life: a holder whose lease ended (it timed out, say, and the key was leased again) is
 //! told `STALE` instead of releasing someone else's lease.
 //!
 //! Timers are cancelled when what they guard goes away (REL cancels the lease's timer, DEL cancels it
-//! too), so a timer that fires always applies. The keep-alive head timer is the exception by design: it
-//! is not moved when the head is pinged or deleted, only re-armed when it fires, so PING and DEL never
-//! touch the timer wheel. Its invariant: while the list is not empty, it is armed no later than the
-//! head's deadline. An early firing just re-arms it, which is O(1) and happens at most once per change
-//! of head.
+//! too), so a timer that fires always applies. The two head timers are the exception by design: they
+//! are not moved when their head is pinged, released or deleted, only re-armed when they fire, so PING,
+//! DEL and the common GET and REL never touch the timer wheel. Their invariant: while a list is not
+//! empty, its timer is armed no later than its head's deadline. An early firing just re-arms it, which is
+//! O(1) and happens at most once per change of head.
 //!
 //! Timers are never set more than a day ahead (see [`TIMER_HORIZON`]); a longer window is re-armed when
 //! its timer fires, which keeps every deadline within the timer wheel's reach.
