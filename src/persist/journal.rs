@@ -11,16 +11,21 @@
 //! Under `everysec` and `no`, the writer hands the buffer to the kernel every [`WRITE_INTERVAL`] and
 //! nobody waits; `everysec` syncs once a second.
 //!
-//! A write or sync that fails (disk full, I/O error) keeps the unwritten bytes, marks the journal failed
-//! and retries every [`RETRY_INTERVAL`]. While it is failed, the server refuses changes, and connections
-//! waiting for durability are told so; the first retry that gets everything onto disk clears it.
+//! A write or sync that fails (disk full, I/O error) marks the journal failed and is retried every
+//! [`RETRY_INTERVAL`]. While it is failed, the server refuses changes, and connections waiting for
+//! durability are told so; the first retry that gets everything onto disk clears it. A failed sync is not
+//! simply retried: Linux may drop the dirty pages it could not write and report that only once, so a
+//! second `fdatasync` can succeed over a hole (PostgreSQL's "fsyncgate"). Under `always` and `everysec`
+//! the writer therefore keeps every chunk until a sync covers it, and after any failure cuts the file
+//! back to what the last good sync covered and writes those chunks again. Under `no` nothing is promised
+//! about the disk and nothing is kept.
 //!
 //! Compaction starts a new log file with [`Journal::rotate`]: everything appended before goes to the old
 //! file, which is synced before the new one is created; everything after goes to the new one.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -54,6 +59,56 @@ pub struct Durable {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("persistence failure")]
 pub struct NotDurable;
+
+/// What the writer needs of a log file: a trait so that tests can make a file fail the way a disk does.
+pub trait LogFile: Send + 'static {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize>;
+    fn sync_data(&mut self) -> std::io::Result<()>;
+    /// Cuts the file back to `len` bytes; writing goes on from there.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    fn len(&self) -> std::io::Result<u64>;
+}
+
+/// Where the writer's next log files come from.
+pub trait LogDir: Send + Sync + 'static {
+    type File: LogFile;
+    /// Creates log `generation` with its header, synced, as [`DataDir::create_log`] does.
+    fn create_log(&self, generation: u64) -> std::io::Result<Self::File>;
+    /// The directory, for error messages.
+    fn describe(&self) -> String;
+}
+
+impl LogFile for File {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        Write::write(self, bytes)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        // A file opened to append writes at its end anyway; one opened to write needs its cursor moved.
+        self.seek(SeekFrom::Start(len)).map(drop)
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl LogDir for DataDir {
+    type File = File;
+
+    fn create_log(&self, generation: u64) -> std::io::Result<File> {
+        DataDir::create_log(self, generation)
+    }
+
+    fn describe(&self) -> String {
+        self.path().display().to_string()
+    }
+}
 
 /// Counters for STATS.
 #[derive(Debug, Default)]
@@ -95,11 +150,11 @@ pub struct Journal {
 impl Journal {
     /// A journal whose records go to log `generation` (already open as `file`, `file_len` bytes long),
     /// with its writer thread started.
-    pub fn start(
+    pub fn start<D: LogDir>(
         fsync: Fsync,
-        dir: Arc<DataDir>,
+        dir: Arc<D>,
         generation: u64,
-        file: File,
+        file: D::File,
         file_len: u64,
     ) -> std::io::Result<(Arc<Journal>, JoinHandle<()>)> {
         let journal = Arc::new(Journal {
@@ -118,8 +173,12 @@ impl Journal {
             generation,
             file: Some(file),
             queue: VecDeque::new(),
+            written_chunks: 0,
             written: 0,
-            unsynced: false,
+            synced: 0,
+            file_len,
+            synced_len: file_len,
+            must_rewind: false,
             last_sync: Instant::now(),
             spare: Vec::new(),
         };
@@ -220,34 +279,43 @@ struct Chunk {
 }
 
 /// The writer thread's state.
-struct Writer {
+struct Writer<D: LogDir> {
     journal: Arc<Journal>,
-    dir: Arc<DataDir>,
+    dir: Arc<D>,
     /// The generation of `file`.
     generation: u64,
     /// `None` after a rotation whose next file could not be created yet.
-    file: Option<File>,
+    file: Option<D::File>,
+    /// Chunks to write, and (under `always` and `everysec`) chunks written but not yet covered by a sync,
+    /// which are the first `written_chunks`, all of them in the current file.
     queue: VecDeque<Chunk>,
+    written_chunks: usize,
     /// Position up to which everything is written.
     written: u64,
-    unsynced: bool,
+    /// Position up to which everything is synced.
+    synced: u64,
+    /// The current file's length, and its length when its last sync succeeded.
+    file_len: u64,
+    synced_len: u64,
+    /// A write or sync failed: cut the file back to `synced_len` before writing again.
+    must_rewind: bool,
     last_sync: Instant,
     /// An empty buffer to swap in for the pending one, so that appending rarely allocates.
     spare: Vec<u8>,
 }
 
-impl Writer {
+impl<D: LogDir> Writer<D> {
     fn run(mut self) {
         loop {
             let stopping = self.take_pending();
-            let outcome = self.write_queue().and_then(|()| self.sync_if_due(stopping));
+            let outcome =
+                self.rewind_if_needed().and_then(|()| self.write_queue()).and_then(|()| self.sync_if_due(stopping));
             match outcome {
                 Ok(()) => {
                     if self.journal.failed.swap(false, Ordering::Relaxed) {
                         tracing::warn!("the data directory is writable again; accepting changes");
                     }
-                    // Under `always`, written means synced here: `sync_if_due` synced whatever was written.
-                    self.publish(Durable { position: self.written, failed: false });
+                    self.publish(false);
                     if stopping {
                         return;
                     }
@@ -255,9 +323,10 @@ impl Writer {
                 Err(error) => {
                     self.journal.counters.failures.fetch_add(1, Ordering::Relaxed);
                     if !self.journal.failed.swap(true, Ordering::Relaxed) {
-                        tracing::error!(%error, dir = %self.dir.path().display(), "cannot write the log; refusing changes until it can");
+                        tracing::error!(%error, dir = %self.dir.describe(), "cannot write the log; refusing changes until it can");
                     }
-                    self.publish(Durable { position: self.written, failed: true });
+                    self.must_rewind = self.keeps_chunks();
+                    self.publish(true);
                     if stopping {
                         tracing::error!("stopping with changes that could not be written to the log");
                         return;
@@ -268,10 +337,21 @@ impl Writer {
         }
     }
 
+    /// Whether written chunks are kept until a sync covers them: under `no`, no sync is promised.
+    fn keeps_chunks(&self) -> bool {
+        self.journal.fsync != Fsync::No
+    }
+
     /// Tells waiting connections how far the log is, if that changed: waking them for nothing would cost
-    /// every one of them a turn.
-    fn publish(&self, durable: Durable) {
-        self.journal.durable.send_if_modified(|current| std::mem::replace(current, durable) != durable);
+    /// every one of them a turn. Under `always` that is how far it is synced, so a write that succeeded
+    /// under a sync that failed acknowledges nothing. The position never goes back, even when a rewind
+    /// takes written bytes back to write them again.
+    fn publish(&self, failed: bool) {
+        let position = if self.journal.fsync == Fsync::Always { self.synced } else { self.written };
+        self.journal.durable.send_if_modified(|current| {
+            let durable = Durable { position: position.max(current.position), failed };
+            std::mem::replace(current, durable) != durable
+        });
     }
 
     /// Waits for something to do, then moves the pending records into the queue. Returns whether the
@@ -305,12 +385,42 @@ impl Writer {
         pending.stop
     }
 
+    /// After a failure: cuts the current file back to what its last good sync covered, and queues what
+    /// was written since to be written again.
+    fn rewind_if_needed(&mut self) -> std::io::Result<()> {
+        if !self.must_rewind {
+            return Ok(());
+        }
+        if let Some(file) = &mut self.file {
+            if self.file_len != self.synced_len {
+                file.truncate(self.synced_len)?;
+                let rewound = self.file_len - self.synced_len;
+                // The chunks written since the sync, and the one that was being written when it failed.
+                let mut redone = 0;
+                for chunk in self.queue.iter_mut().take(self.written_chunks + 1) {
+                    redone += chunk.done as u64;
+                    chunk.done = 0;
+                }
+                debug_assert_eq!(redone, rewound, "the unsynced chunks are what the file holds past its sync");
+                self.written -= rewound;
+                self.file_len = self.synced_len;
+                self.journal.counters.log_bytes.store(self.synced_len, Ordering::Relaxed);
+                tracing::warn!(bytes = rewound, "rewriting the log's unsynced tail after a failure");
+            }
+        }
+        self.written_chunks = 0;
+        self.must_rewind = false;
+        Ok(())
+    }
+
     /// Writes the queue out, in order, switching files where a chunk ends one.
     fn write_queue(&mut self) -> std::io::Result<()> {
-        while let Some(chunk) = self.queue.front_mut() {
-            let file = match &mut self.file {
-                Some(file) => file,
-                None => self.file.insert(self.dir.create_log(self.generation)?),
+        while self.written_chunks < self.queue.len() {
+            if self.file.is_none() {
+                self.open_next_file()?;
+            }
+            let (Some(file), Some(chunk)) = (self.file.as_mut(), self.queue.get_mut(self.written_chunks)) else {
+                break;
             };
             while chunk.done < chunk.bytes.len() {
                 let n = file.write(&chunk.bytes[chunk.done..])?;
@@ -319,27 +429,53 @@ impl Writer {
                 }
                 chunk.done += n;
                 self.written += n as u64;
-                self.unsynced = true;
+                self.file_len += n as u64;
                 self.journal.counters.log_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            if chunk.ends_file {
+            let ends_file = chunk.ends_file;
+            self.written_chunks += 1;
+            if ends_file {
                 file.sync_data()?;
                 self.journal.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                self.unsynced = false;
+                self.covered_by_sync();
                 self.generation += 1;
                 self.file = None;
-                let file = self.dir.create_log(self.generation)?;
-                self.journal.counters.log_bytes.store(file.metadata()?.len(), Ordering::Relaxed);
-                self.file = Some(file);
-            }
-            if let Some(mut chunk) = self.queue.pop_front() {
-                if !chunk.ends_file && chunk.bytes.capacity() <= 1 << 20 {
-                    chunk.bytes.clear();
-                    self.spare = chunk.bytes;
-                }
+                self.open_next_file()?;
             }
         }
+        if !self.keeps_chunks() {
+            self.forget_written();
+        }
         Ok(())
+    }
+
+    fn open_next_file(&mut self) -> std::io::Result<()> {
+        let file = self.dir.create_log(self.generation)?;
+        let len = file.len()?;
+        self.file = Some(file);
+        self.file_len = len;
+        self.synced_len = len;
+        self.journal.counters.log_bytes.store(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A sync just covered everything written: the written chunks are done with.
+    fn covered_by_sync(&mut self) {
+        self.synced = self.written;
+        self.synced_len = self.file_len;
+        self.last_sync = Instant::now();
+        self.forget_written();
+    }
+
+    fn forget_written(&mut self) {
+        for chunk in self.queue.drain(..self.written_chunks) {
+            if !chunk.ends_file && chunk.bytes.capacity() <= 1 << 20 && self.spare.capacity() == 0 {
+                let mut bytes = chunk.bytes;
+                bytes.clear();
+                self.spare = bytes;
+            }
+        }
+        self.written_chunks = 0;
     }
 
     /// Syncs the log file if the policy says it is time.
@@ -349,14 +485,175 @@ impl Writer {
             Fsync::Everysec => self.last_sync.elapsed() >= SYNC_INTERVAL,
             Fsync::No => false,
         };
-        if self.unsynced && (due || stopping) {
-            if let Some(file) = &self.file {
+        if self.written != self.synced && (due || stopping) {
+            if let Some(file) = &mut self.file {
                 file.sync_data()?;
                 self.journal.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             }
-            self.unsynced = false;
-            self.last_sync = Instant::now();
+            self.covered_by_sync();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::persist::format::{self, Frame, Record};
+    use crate::pool::KeyId;
+
+    /// A log file in memory that fails its next `fail_syncs` syncs the way Linux does after an I/O error:
+    /// the bytes written since the last good sync are lost (the file keeps its length, holding zeros), and
+    /// only that one sync says so.
+    #[derive(Default)]
+    struct Disk {
+        bytes: Vec<u8>,
+        synced: usize,
+        fail_syncs: u32,
+        syncs: u32,
+    }
+
+    #[derive(Default)]
+    struct FakeDir {
+        disk: Arc<Mutex<Disk>>,
+    }
+
+    struct FakeFile {
+        disk: Arc<Mutex<Disk>>,
+    }
+
+    impl FakeFile {
+        fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+            self.disk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+
+    impl LogFile for FakeFile {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.disk().bytes.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            let mut disk = self.disk();
+            disk.syncs += 1;
+            if disk.fail_syncs > 0 {
+                disk.fail_syncs -= 1;
+                let synced = disk.synced;
+                disk.bytes[synced..].fill(0);
+                return Err(std::io::Error::other("injected: the disk lost the unsynced pages"));
+            }
+            disk.synced = disk.bytes.len();
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            let mut disk = self.disk();
+            let len = usize::try_from(len).map_err(std::io::Error::other)?;
+            disk.bytes.truncate(len);
+            disk.synced = disk.synced.min(len);
+            Ok(())
+        }
+
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.disk().bytes.len() as u64)
+        }
+    }
+
+    impl LogDir for FakeDir {
+        type File = FakeFile;
+
+        fn create_log(&self, _generation: u64) -> std::io::Result<FakeFile> {
+            Err(std::io::Error::other("these tests never rotate"))
+        }
+
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    fn id(n: u32) -> KeyId {
+        KeyId::parse(format!("{n:024}").as_bytes()).expect("24 digits make an id")
+    }
+
+    /// The ids of the DEL records in `bytes`, which must be a log that reads cleanly to its end.
+    fn deleted_ids(bytes: &[u8]) -> Vec<KeyId> {
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        loop {
+            match format::next_frame(bytes, offset) {
+                Frame::Record(payload, next) => {
+                    if let Ok(Record::Change { change: Change::Deleted { id }, .. }) = format::decode(payload) {
+                        ids.push(id);
+                    }
+                    offset = next;
+                }
+                Frame::End => return ids,
+                other => panic!("the log does not read cleanly: {other:?} at offset {offset}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_acknowledges_nothing_and_its_lost_bytes_are_written_again() {
+        let dir = Arc::new(FakeDir::default());
+        let disk = Arc::clone(&dir.disk);
+        let file = FakeFile { disk: Arc::clone(&disk) };
+        let (journal, writer) = Journal::start(Fsync::Always, dir, 1, file, 0).expect("a journal");
+
+        journal.record("default", &Change::Deleted { id: id(1) });
+        assert_eq!(journal.wait_durable(journal.position()).await, Ok(()));
+
+        // The next sync fails and loses what it was to cover: its waiter is told, not acknowledged.
+        disk.lock().expect("the disk").fail_syncs = 1;
+        journal.record("default", &Change::Deleted { id: id(2) });
+        assert_eq!(journal.wait_durable(journal.position()).await, Err(NotDurable));
+        assert!(journal.failed(), "changes are accepted over a failed sync");
+
+        // The writer retries by itself: the lost record is written again, and what follows is durable.
+        let retried = Instant::now();
+        while journal.failed() {
+            assert!(retried.elapsed() < Duration::from_secs(10), "the writer never recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        journal.record("default", &Change::Deleted { id: id(3) });
+        assert_eq!(journal.wait_durable(journal.position()).await, Ok(()));
+        journal.stop();
+        writer.join().expect("the writer ends cleanly");
+
+        // A second sync over the hole would have "succeeded" with zeros mid-log; the file is whole instead.
+        let disk = disk.lock().expect("the disk");
+        assert_eq!(deleted_ids(&disk.bytes), vec![id(1), id(2), id(3)]);
+        assert_eq!(disk.synced, disk.bytes.len(), "the log ends unsynced");
+        assert!(disk.syncs >= 3, "{} syncs for three groups and a failure", disk.syncs);
+    }
+
+    #[tokio::test]
+    async fn everysec_rewrites_up_to_a_second_of_written_records_after_a_failed_sync() {
+        let dir = Arc::new(FakeDir::default());
+        let disk = Arc::clone(&dir.disk);
+        let file = FakeFile { disk: Arc::clone(&disk) };
+        let (journal, writer) = Journal::start(Fsync::Everysec, dir, 1, file, 0).expect("a journal");
+
+        // Written (nobody waits under everysec), then lost by the once-a-second sync.
+        disk.lock().expect("the disk").fail_syncs = 1;
+        for n in 0..50 {
+            journal.record("default", &Change::Deleted { id: id(n) });
+        }
+        let started = Instant::now();
+        while disk.lock().expect("the disk").syncs == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "everysec never synced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while journal.failed() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the writer never recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        journal.stop();
+        writer.join().expect("the writer ends cleanly");
+        let disk = disk.lock().expect("the disk");
+        assert_eq!(deleted_ids(&disk.bytes), (0..50).map(id).collect::<Vec<_>>());
     }
 }
