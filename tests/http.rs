@@ -358,6 +358,35 @@ async fn shutdown_answers_a_waiting_request_at_once() {
 }
 
 #[tokio::test]
+async fn stats_counts_http_connections_apart_from_tcp_ones() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::start(config()).await;
+    let mut raw = tokio::net::TcpStream::connect(daemon.http.addr()).await.expect("connect");
+    raw.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut answer = [0u8; 512];
+    let n = common::within("the health answer", raw.read(&mut answer)).await.expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK"), "{}", String::from_utf8_lossy(&answer[..n]));
+
+    let mut tcp = Client::connect(daemon.tcp.addr()).await;
+    assert_eq!(tcp.stat("http_curr_connections").await, 1, "the open keep-alive connection");
+    assert_eq!(tcp.stat("http_total_connections").await, 1);
+    assert_eq!(tcp.stat("curr_connections").await, 1, "TCP's figure counts TCP only");
+    // A second connection, which the client keeps open in its pool.
+    let http = daemon.client();
+    let stats = http.get("/stats").await.expect(200).json();
+    assert_eq!(stats["http_total_connections"], 2, "the /stats request came on a second connection");
+
+    drop(raw);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tcp.stat("http_curr_connections").await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the closed HTTP connection is still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((tcp, http));
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(config()).await;

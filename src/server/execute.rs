@@ -338,6 +338,9 @@ fn stats(locked: &Locked, shared: &Shared, out: &mut BytesMut) {
     reply::stat(out, "curr_connections", curr_connections);
     reply::stat(out, "total_connections", total_connections);
     reply::stat(out, "rejected_connections", rejected_connections);
+    let (http_open, http_opened) = shared.telemetry.http_connections();
+    reply::stat(out, "http_curr_connections", http_open);
+    reply::stat(out, "http_total_connections", http_opened);
     persistence_stats(shared, out);
     for command in Command::ALL {
         reply::stat(out, command.stat_name(), locked.count_of(command));
