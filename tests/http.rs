@@ -387,6 +387,29 @@ async fn stats_counts_http_connections_apart_from_tcp_ones() {
 }
 
 #[tokio::test]
+async fn idle_timeout_closes_an_idle_keep_alive_connection_but_not_a_waiting_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idle = Duration::from_millis(300);
+    let daemon = Daemon::start(keypool::server::Config { idle_timeout: Some(idle), ..config() }).await;
+    let mut raw = tokio::net::TcpStream::connect(daemon.http.addr()).await.expect("connect");
+
+    // A wait three times the idle timeout is a request in progress: it runs out and is answered.
+    raw.write_all(b"GET /keys?wait=900ms HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut answer = [0u8; 512];
+    let n = common::within("the wait's answer", raw.read(&mut answer)).await.expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 404"), "{}", String::from_utf8_lossy(&answer[..n]));
+
+    // Then idle: closed once the timeout has passed, not before.
+    let idle_since = tokio::time::Instant::now();
+    let n = common::within("the close", raw.read(&mut answer)).await.expect("read");
+    assert_eq!(n, 0, "an answer instead of a close: {}", String::from_utf8_lossy(&answer[..n]));
+    let waited = idle_since.elapsed();
+    assert!(waited >= idle - Duration::from_millis(50), "closed after {waited:?}, before the idle timeout");
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(config()).await;

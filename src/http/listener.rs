@@ -29,6 +29,7 @@ content-length: 33\r\nconnection: close\r\n\r\n{\"error\":\"too many connections
 /// Accepts connections until `shutdown` completes, then waits for the open ones to finish.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
     let shared = Arc::clone(&gateway.shared);
+    let idle_timeout = shared.config.idle_timeout;
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
@@ -53,11 +54,15 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
         let stop = gateway.stop.clone();
         connections.spawn(async move {
             tracing::debug!(%peer, "HTTP connection opened");
-            // The timer gives hyper its default 30 s limit on reading a request's headers.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .writev(false)
-                .serve_connection(TokioIo::new(socket), service);
+            // With a timer, hyper limits how long a request's headers may take, counted from the moment
+            // the connection is idle: so it is also the idle limit of a keep-alive connection.
+            // `--idle-timeout` sets it, as it sets TCP's; hyper's own 30 s stands otherwise.
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).writev(false);
+            if let Some(idle) = idle_timeout {
+                builder.header_read_timeout(idle);
+            }
+            let connection = builder.serve_connection(TokioIo::new(socket), service);
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
