@@ -574,6 +574,15 @@ mod tests {
         }
     }
 
+    /// A journal writing to an empty in-memory log, and that log's disk.
+    fn on_fake_disk(fsync: Fsync) -> (Arc<Journal>, JoinHandle<()>, Arc<Mutex<Disk>>) {
+        let dir = Arc::new(FakeDir::default());
+        let disk = Arc::clone(&dir.disk);
+        let file = FakeFile { disk: Arc::clone(&disk) };
+        let (journal, writer) = Journal::start(fsync, dir, 1, file, 0).expect("a journal");
+        (journal, writer, disk)
+    }
+
     fn id(n: u32) -> KeyId {
         KeyId::parse(format!("{n:024}").as_bytes()).expect("24 digits make an id")
     }
@@ -598,10 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_sync_acknowledges_nothing_and_its_lost_bytes_are_written_again() {
-        let dir = Arc::new(FakeDir::default());
-        let disk = Arc::clone(&dir.disk);
-        let file = FakeFile { disk: Arc::clone(&disk) };
-        let (journal, writer) = Journal::start(Fsync::Always, dir, 1, file, 0).expect("a journal");
+        let (journal, writer, disk) = on_fake_disk(Fsync::Always);
 
         journal.record("default", &Change::Deleted { id: id(1) });
         assert_eq!(journal.wait_durable(journal.position()).await, Ok(()));
@@ -632,10 +638,7 @@ mod tests {
 
     #[tokio::test]
     async fn everysec_rewrites_up_to_a_second_of_written_records_after_a_failed_sync() {
-        let dir = Arc::new(FakeDir::default());
-        let disk = Arc::clone(&dir.disk);
-        let file = FakeFile { disk: Arc::clone(&disk) };
-        let (journal, writer) = Journal::start(Fsync::Everysec, dir, 1, file, 0).expect("a journal");
+        let (journal, writer, disk) = on_fake_disk(Fsync::Everysec);
 
         // Written (nobody waits under everysec), then lost by the once-a-second sync.
         disk.lock().expect("the disk").fail_syncs = 1;
