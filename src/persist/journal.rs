@@ -392,8 +392,9 @@ impl<D: LogDir> Writer<D> {
             return Ok(());
         }
         if let Some(file) = &mut self.file {
+            // Cut even when the counts say nothing is past the sync: the file is the authority.
+            file.truncate(self.synced_len)?;
             if self.file_len != self.synced_len {
-                file.truncate(self.synced_len)?;
                 let rewound = self.file_len - self.synced_len;
                 // The chunks written since the sync, and the one that was being written when it failed.
                 let mut redone = 0;
@@ -432,15 +433,18 @@ impl<D: LogDir> Writer<D> {
                 self.file_len += n as u64;
                 self.journal.counters.log_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            let ends_file = chunk.ends_file;
-            self.written_chunks += 1;
-            if ends_file {
+            if chunk.ends_file {
+                // Counted as written only once its sync succeeds: a retry must sync it again and then
+                // rotate, under every policy (a rewind covers it as the chunk being written).
                 file.sync_data()?;
+                self.written_chunks += 1;
                 self.journal.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.covered_by_sync();
                 self.generation += 1;
                 self.file = None;
                 self.open_next_file()?;
+            } else {
+                self.written_chunks += 1;
             }
         }
         if !self.keeps_chunks() {
@@ -486,10 +490,13 @@ impl<D: LogDir> Writer<D> {
             Fsync::No => false,
         };
         if self.written != self.synced && (due || stopping) {
-            if let Some(file) = &mut self.file {
-                file.sync_data()?;
-                self.journal.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-            }
+            // Bytes are only ever written to an open file, so there is one; if not, saying so beats
+            // calling unsynced bytes synced.
+            let Some(file) = &mut self.file else {
+                return Err(std::io::Error::other("written log records without an open log file"));
+            };
+            file.sync_data()?;
+            self.journal.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
             self.covered_by_sync();
         }
         Ok(())
@@ -515,9 +522,11 @@ mod tests {
         syncs: u32,
     }
 
+    /// Log 1, open when the journal starts, and the logs the writer creates after it.
     #[derive(Default)]
     struct FakeDir {
         disk: Arc<Mutex<Disk>>,
+        created: Mutex<Vec<(u64, Arc<Mutex<Disk>>)>>,
     }
 
     struct FakeFile {
@@ -565,8 +574,12 @@ mod tests {
     impl LogDir for FakeDir {
         type File = FakeFile;
 
-        fn create_log(&self, _generation: u64) -> std::io::Result<FakeFile> {
-            Err(std::io::Error::other("these tests never rotate"))
+        fn create_log(&self, generation: u64) -> std::io::Result<FakeFile> {
+            let mut header = Vec::new();
+            format::put_log_header(&mut header, generation);
+            let disk = Arc::new(Mutex::new(Disk { synced: header.len(), bytes: header, ..Disk::default() }));
+            self.created.lock().expect("the directory").push((generation, Arc::clone(&disk)));
+            Ok(FakeFile { disk })
         }
 
         fn describe(&self) -> String {
@@ -574,13 +587,21 @@ mod tests {
         }
     }
 
-    /// A journal writing to an empty in-memory log, and that log's disk.
-    fn on_fake_disk(fsync: Fsync) -> (Arc<Journal>, JoinHandle<()>, Arc<Mutex<Disk>>) {
+    /// A journal writing to an empty in-memory log 1, and its directory.
+    fn on_fake_disk(fsync: Fsync) -> (Arc<Journal>, JoinHandle<()>, Arc<FakeDir>) {
         let dir = Arc::new(FakeDir::default());
-        let disk = Arc::clone(&dir.disk);
-        let file = FakeFile { disk: Arc::clone(&disk) };
-        let (journal, writer) = Journal::start(fsync, dir, 1, file, 0).expect("a journal");
-        (journal, writer, disk)
+        let file = FakeFile { disk: Arc::clone(&dir.disk) };
+        let (journal, writer) = Journal::start(fsync, Arc::clone(&dir), 1, file, 0).expect("a journal");
+        (journal, writer, dir)
+    }
+
+    /// Waits until the writer has failed at least once and then recovered by itself.
+    async fn failed_then_recovered(journal: &Journal) {
+        let started = Instant::now();
+        while journal.counters.failures.load(Ordering::Relaxed) == 0 || journal.failed() {
+            assert!(started.elapsed() < Duration::from_secs(10), "the writer never failed, or never recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn id(n: u32) -> KeyId {
@@ -607,7 +628,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_sync_acknowledges_nothing_and_its_lost_bytes_are_written_again() {
-        let (journal, writer, disk) = on_fake_disk(Fsync::Always);
+        let (journal, writer, dir) = on_fake_disk(Fsync::Always);
+        let disk = Arc::clone(&dir.disk);
 
         journal.record("default", &Change::Deleted { id: id(1) });
         assert_eq!(journal.wait_durable(journal.position()).await, Ok(()));
@@ -619,11 +641,7 @@ mod tests {
         assert!(journal.failed(), "changes are accepted over a failed sync");
 
         // The writer retries by itself: the lost record is written again, and what follows is durable.
-        let retried = Instant::now();
-        while journal.failed() {
-            assert!(retried.elapsed() < Duration::from_secs(10), "the writer never recovered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        failed_then_recovered(&journal).await;
         journal.record("default", &Change::Deleted { id: id(3) });
         assert_eq!(journal.wait_durable(journal.position()).await, Ok(()));
         journal.stop();
@@ -638,25 +656,44 @@ mod tests {
 
     #[tokio::test]
     async fn everysec_rewrites_up_to_a_second_of_written_records_after_a_failed_sync() {
-        let (journal, writer, disk) = on_fake_disk(Fsync::Everysec);
+        let (journal, writer, dir) = on_fake_disk(Fsync::Everysec);
+        let disk = Arc::clone(&dir.disk);
 
         // Written (nobody waits under everysec), then lost by the once-a-second sync.
         disk.lock().expect("the disk").fail_syncs = 1;
         for n in 0..50 {
             journal.record("default", &Change::Deleted { id: id(n) });
         }
-        let started = Instant::now();
-        while disk.lock().expect("the disk").syncs == 0 {
-            assert!(started.elapsed() < Duration::from_secs(10), "everysec never synced");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        while journal.failed() {
-            assert!(started.elapsed() < Duration::from_secs(10), "the writer never recovered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        failed_then_recovered(&journal).await;
         journal.stop();
         writer.join().expect("the writer ends cleanly");
         let disk = disk.lock().expect("the disk");
         assert_eq!(deleted_ids(&disk.bytes), (0..50).map(id).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_at_a_rotation_is_retried_before_the_next_log_is_written() {
+        for fsync in [Fsync::No, Fsync::Everysec, Fsync::Always] {
+            let (journal, writer, dir) = on_fake_disk(fsync);
+            dir.disk.lock().expect("the disk").fail_syncs = 1;
+            journal.record("default", &Change::Deleted { id: id(1) });
+            assert_eq!(journal.rotate(), 2);
+            journal.record("default", &Change::Deleted { id: id(2) });
+            failed_then_recovered(&journal).await;
+            journal.stop();
+            writer.join().expect("the writer ends cleanly");
+
+            // The record made after the rotation is in log 2, and only there.
+            let created = dir.created.lock().expect("the directory");
+            assert_eq!(created.iter().map(|(generation, _)| *generation).collect::<Vec<_>>(), [2], "{fsync:?}");
+            assert_eq!(deleted_ids(&created[0].1.lock().expect("log 2").bytes), [id(2)], "{fsync:?}");
+            let old = dir.disk.lock().expect("log 1");
+            let second = id(2);
+            assert!(!old.bytes.windows(second.as_bytes().len()).any(|w| w == second.as_bytes()), "{fsync:?}");
+            // Under `no` nothing was kept to write again; the others rewrote what the failed sync lost.
+            if fsync != Fsync::No {
+                assert_eq!(deleted_ids(&old.bytes), [id(1)], "{fsync:?}");
+            }
+        }
     }
 }
