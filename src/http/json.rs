@@ -110,9 +110,7 @@ impl Object {
 
     /// The answer with this object as its body.
     pub fn answer(self, status: StatusCode) -> Answer {
-        let mut text = self.into_bytes();
-        text.push(b'\n');
-        with_body(status, "application/json", text)
+        json_text(status, self.into_bytes())
     }
 }
 
@@ -138,7 +136,11 @@ pub fn error(status: StatusCode, message: &str) -> Answer {
 
 /// A JSON answer from a document built as a `Value` (the OpenAPI document).
 pub fn body(status: StatusCode, value: &Value) -> Answer {
-    let mut text = value.to_string().into_bytes();
+    json_text(status, value.to_string().into_bytes())
+}
+
+/// An answer whose body is `text`, a JSON document, and a newline (for `curl` at a terminal).
+fn json_text(status: StatusCode, mut text: Vec<u8>) -> Answer {
     text.push(b'\n');
     with_body(status, "application/json", text)
 }
@@ -146,7 +148,9 @@ pub fn body(status: StatusCode, value: &Value) -> Answer {
 /// The answer to `reply`, a complete protocol reply, shown as `shape`.
 pub fn respond(shape: Shape, reply: &[u8]) -> Answer {
     // Replies are printable ASCII; anything else would be a bug, and is answered as one.
-    let text = std::str::from_utf8(reply).unwrap_or_default();
+    let Ok(text) = std::str::from_utf8(reply) else {
+        return unexpected("(binary)");
+    };
     let first = text.lines().next().unwrap_or_default();
     let (word, rest) = first.split_once(' ').unwrap_or((first, ""));
     let failed = match word {
@@ -317,6 +321,15 @@ mod tests {
             json!({ "plain": "abc", "awkward": "quote \" backslash \\ newline \n", "big": u64::MAX, "list": ["a", "\"b\""] })
         );
         assert_eq!(Object::new().into_bytes(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_is_not_text_is_a_500_whatever_the_shape() {
+        for shape in [Shape::Status, Shape::Leased, Shape::Info, Shape::Health] {
+            let (status, body) = json_of(respond(shape, b"\xff\xfe\r\n")).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{shape:?}");
+            assert_eq!(body, json!({ "error": "unexpected reply from the engine" }), "{shape:?}");
+        }
     }
 
     #[tokio::test]

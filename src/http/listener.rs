@@ -58,6 +58,8 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
             // the connection is idle: so it is also the idle limit of a keep-alive connection.
             // `--idle-timeout` sets it, as it sets TCP's; hyper's own 30 s stands otherwise.
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // Answers are a few dozen bytes: copied after the head, they go out in one plain buffer
+            // rather than as a second piece of a vectored write.
             builder.timer(TokioTimer::new()).writev(false);
             if let Some(idle) = idle_timeout {
                 builder.header_read_timeout(idle);

@@ -123,8 +123,9 @@ fn percent_decoded(segment: &str) -> Option<Cow<'_, str>> {
     let mut rest = segment.as_bytes();
     while let Some((&first, tail)) = rest.split_first() {
         if first == b'%' {
-            let hex = tail.get(..2).and_then(|hex| std::str::from_utf8(hex).ok())?;
-            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (`from_str_radix` alone would also take a sign, as in `%+1`).
+            let hex = tail.get(..2).filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))?;
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             rest = &tail[2..];
         } else {
             bytes.push(first);
@@ -169,7 +170,7 @@ mod tests {
     fn parameters_are_percent_decoded() {
         assert_eq!(find("/pools/no%20spaces/keys").expect("a route").pool.as_deref(), Some("no spaces"));
         assert_eq!(find("/keys/%41b").expect("a route").id.as_deref(), Some("Ab"));
-        for broken in ["/keys/%", "/keys/%4", "/keys/%zz", "/keys/%ff"] {
+        for broken in ["/keys/%", "/keys/%4", "/keys/%zz", "/keys/%+1", "/keys/%ff"] {
             assert_eq!(find(broken).map(|matched| matched.route.path), Err(Unmatched::Malformed), "{broken}");
         }
     }
