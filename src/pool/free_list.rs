@@ -49,6 +49,11 @@ impl FreeList {
         self.slots.get(position as usize).copied()
     }
 
+    /// Every free slot, in list order.
+    pub fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+
     /// How many keys are free.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -1,7 +1,22 @@
 //! The id index: from a key id to its slot, storing each id only once.
 //!
-//! A `HashMap<KeyId, Slot>` would hold every 24-byte id a second time. This table holds only slot numbers
-//! and hashes and compares through the slab, which already has the id: about 5 bytes a key instead of 30.
+//! A `HashMap<KeyId, Slot>` would hold every 24-byte id a second time. This table holds, per bucket, one
+//! `u64`: the slot number and the top 32 bits of the id's hash (its *tag*). It compares ids through the
+//! slab, which already has them, and only when the tags agree.
+//!
+//! It is a linear-probing table of its own rather than hashbrown's, for what a pool of millions of keys
+//! costs: there, every lookup is a cache miss, and hashbrown spends two (its control bytes and its slot
+//! array are apart) where one bucket here holds all a probe needs. A probe starts at the bucket named by
+//! the hash's top bits and walks on through neighbouring buckets, mostly within that first cache line,
+//! so [`IdIndex::prefetch`] can start loading it before the lookup runs (see `lookahead.rs`).
+//!
+//! - **Load.** The table grows (doubling) before it is three quarters full, so probes stay short.
+//! - **Deletion** shifts the entries after the hole back instead of leaving tombstones, so a table that
+//!   sees many deletes never slows down or needs a rebuild; an entry's home bucket is read off its tag,
+//!   without hashing its id again.
+//! - **Tags.** A tag holds the bits the home bucket came from plus more: with 2^24 buckets (10 million
+//!   keys), an id that is not there still matches a neighbour's tag only about once in 256 buckets probed,
+//!   and then costs one comparison of ids.
 //!
 //! Ids come from a CSPRNG inside the daemon and a client can only look them up, never choose what goes
 //! into the table, so flooding one bucket is not possible and the fast, unkeyed-strength foldhash is
@@ -10,69 +25,313 @@
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 use slab::Slab;
 
 use super::key_id::KeyId;
+use super::prefetch::prefetch;
 use super::record::{KeyRecord, Slot};
+
+/// A bucket with no entry. Never a real entry: its slot part would be `u32::MAX`, which no key has.
+const EMPTY: u64 = u64::MAX;
+
+/// The fewest buckets a table that holds anything has.
+const MIN_BUCKETS: usize = 16;
+
+/// The most buckets: a home bucket is chosen by tag bits, of which there are 32.
+const MAX_BUCKETS: usize = 1 << 32;
 
 /// Maps ids to slots of a `Slab<KeyRecord>`; every operation takes that slab to read ids from.
 #[derive(Default)]
 pub struct IdIndex {
-    table: HashTable<Slot>,
+    /// `EMPTY` or `tag << 32 | slot`; the length is zero or a power of two.
+    buckets: Vec<u64>,
+    len: usize,
     hasher: RandomState,
 }
 
 impl IdIndex {
-    fn hash(&self, id: &KeyId) -> u64 {
-        self.hasher.hash_one(id.as_bytes())
-    }
-
     /// The slot holding `id`, if any. O(1) expected.
     pub fn find(&self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<Slot> {
-        self.table.find(self.hash(id), |&slot| keys[slot as usize].id == *id).copied()
+        self.position(keys, id).map(|at| slot_of(self.buckets[at]))
     }
 
     /// Records that `slot` holds `keys[slot].id`, which must not be in the index yet.
     pub fn insert(&mut self, keys: &Slab<KeyRecord>, slot: Slot) {
-        let hash = self.hash(&keys[slot as usize].id);
-        let hasher = &self.hasher;
-        self.table.insert_unique(hash, slot, |&other| hasher.hash_one(keys[other as usize].id.as_bytes()));
+        self.reserve(1);
+        let entry = entry(self.tag(&keys[slot as usize].id), slot);
+        self.place(entry);
+        self.len += 1;
     }
 
-    /// Makes room for `additional` more ids without rehashing: a rehash reads every indexed id out of the
-    /// slab again, which is what dominates loading millions of keys one by one.
-    pub fn reserve(&mut self, keys: &Slab<KeyRecord>, additional: usize) {
-        let hasher = &self.hasher;
-        self.table.reserve(additional, |&other| hasher.hash_one(keys[other as usize].id.as_bytes()));
+    /// Makes room for `additional` more ids without growing the table on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        let wanted = self.len.saturating_add(additional);
+        if wanted > max_load(self.buckets.len()) {
+            self.grow_to(buckets_for(wanted));
+        }
     }
 
     /// Indexes many slots at once, in the order of the buckets they land in, so that filling a large
     /// table walks its memory once instead of jumping to a random bucket per key (a cache miss each):
     /// what loading a snapshot of millions of keys spends most of its time on otherwise.
     pub fn insert_many(&mut self, keys: &Slab<KeyRecord>, slots: &[Slot]) {
-        self.reserve(keys, slots.len());
-        // hashbrown's table has (capacity / 7 * 8) buckets, a power of two, and a key's first bucket is
-        // its hash's low bits: sorting by those is sorting by bucket.
-        let buckets = (self.table.capacity() / 7 * 8).max(1).next_power_of_two() as u64;
-        let mut hashed: Vec<(u64, Slot)> =
-            slots.iter().map(|&slot| (self.hash(&keys[slot as usize].id), slot)).collect();
-        hashed.sort_unstable_by_key(|&(hash, _)| hash & (buckets - 1));
-        let hasher = &self.hasher;
-        for (hash, slot) in hashed {
-            self.table.insert_unique(hash, slot, |&other| hasher.hash_one(keys[other as usize].id.as_bytes()));
+        self.reserve(slots.len());
+        let mut entries: Vec<u64> = slots.iter().map(|&slot| entry(self.tag(&keys[slot as usize].id), slot)).collect();
+        // Sorting by tag is sorting by home bucket: homes are the tags' top bits.
+        entries.sort_unstable_by_key(|&entry| entry >> 32);
+        for entry in entries {
+            self.place(entry);
         }
+        self.len += slots.len();
     }
 
     /// Forgets `id`. Returns the slot it was at.
     pub fn remove(&mut self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<Slot> {
-        let entry = self.table.find_entry(self.hash(id), |&slot| keys[slot as usize].id == *id).ok()?;
-        Some(entry.remove().0)
+        let mut hole = self.position(keys, id)?;
+        let slot = slot_of(self.buckets[hole]);
+        // Close the hole: an entry further along the run moves back into it unless the hole lies before
+        // its home, where a probe for it would never look.
+        let mask = self.buckets.len() - 1;
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let entry = self.buckets[at];
+            if entry == EMPTY {
+                break;
+            }
+            let home = self.home(entry);
+            if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = entry;
+                hole = at;
+            }
+        }
+        self.buckets[hole] = EMPTY;
+        self.len -= 1;
+        Some(slot)
+    }
+
+    /// Starts loading the bucket where a lookup of `id` begins, so that the lookup, soon after, does not
+    /// wait for memory. Changes nothing.
+    pub fn prefetch(&self, id: &KeyId) {
+        if let Some(bucket) = self.buckets.get(self.home(entry(self.tag(id), 0))) {
+            prefetch(bucket);
+        }
+    }
+
+    /// The slot a lookup of `id` will most likely find, judged by tags only: for prefetching the record,
+    /// never for acting on it.
+    pub fn likely_slot(&self, id: &KeyId) -> Option<Slot> {
+        let tag = self.tag(id);
+        self.probe(tag).find(|&entry| tag_of(entry) == tag).map(slot_of)
     }
 
     /// How many ids are indexed.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
+    }
+
+    fn tag(&self, id: &KeyId) -> u32 {
+        (self.hasher.hash_one(id.as_bytes()) >> 32) as u32
+    }
+
+    /// The bucket a probe for `entry`'s tag starts at: the tag's top bits.
+    fn home(&self, entry: u64) -> usize {
+        let bits = self.buckets.len().trailing_zeros();
+        // With one bucket or none there is nothing to choose (and a shift by 64 would overflow).
+        if bits == 0 {
+            0
+        } else {
+            (entry >> (64 - bits)) as usize
+        }
+    }
+
+    /// The bucket holding `id`.
+    fn position(&self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let tag = self.tag(id);
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(entry(tag, 0));
+        loop {
+            let entry = self.buckets[at];
+            if entry == EMPTY {
+                return None;
+            }
+            if tag_of(entry) == tag && keys[slot_of(entry) as usize].id == *id {
+                return Some(at);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// The entries a probe for `tag` passes, in order, up to the first empty bucket.
+    fn probe(&self, tag: u32) -> impl Iterator<Item = u64> + '_ {
+        let mask = self.buckets.len().wrapping_sub(1);
+        let home = self.home(entry(tag, 0));
+        (0..self.buckets.len()).map(move |step| self.buckets[(home + step) & mask]).take_while(|&entry| entry != EMPTY)
+    }
+
+    /// Puts `entry` in the first empty bucket from its home on. There must be one.
+    fn place(&mut self, entry: u64) {
+        let mask = self.buckets.len() - 1;
+        let mut at = self.home(entry);
+        while self.buckets[at] != EMPTY {
+            at = (at + 1) & mask;
+        }
+        self.buckets[at] = entry;
+    }
+
+    fn grow_to(&mut self, buckets: usize) {
+        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; buckets]);
+        // The old table's entries come out in home order (but for a run wrapping past its end), so the
+        // new table is written front to back too.
+        for entry in old.into_iter().filter(|&entry| entry != EMPTY) {
+            self.place(entry);
+        }
+    }
+}
+
+fn entry(tag: u32, slot: Slot) -> u64 {
+    (u64::from(tag) << 32) | u64::from(slot)
+}
+
+fn tag_of(entry: u64) -> u32 {
+    (entry >> 32) as u32
+}
+
+fn slot_of(entry: u64) -> Slot {
+    entry as u32
+}
+
+/// How many entries `buckets` buckets may hold: three quarters.
+fn max_load(buckets: usize) -> usize {
+    buckets / 4 * 3
+}
+
+/// The fewest buckets, a power of two, that hold `entries` within the load limit.
+fn buckets_for(entries: usize) -> usize {
+    let mut buckets = MIN_BUCKETS;
+    while max_load(buckets) < entries && buckets < MAX_BUCKETS {
+        buckets *= 2;
+    }
+    buckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::clock::Millis;
+    use crate::pool::key_id::KeyIdGenerator;
+    use crate::pool::list::Links;
+    use crate::pool::record::{Place, NO_SECRET};
+
+    fn record(id: KeyId) -> KeyRecord {
+        KeyRecord {
+            id,
+            links: Links::UNLINKED,
+            place: Place::Free { position: 0 },
+            leases: 0,
+            secret: NO_SECRET,
+            created_ms: 0,
+            alive_until: Millis(0),
+        }
+    }
+
+    /// Indexes `count` fresh ids, one at a time or all at once.
+    fn filled(count: usize, at_once: bool) -> (Slab<KeyRecord>, IdIndex) {
+        let mut ids = KeyIdGenerator::from_seed(3);
+        let mut keys = Slab::new();
+        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id())) as Slot).collect();
+        let mut index = IdIndex::default();
+        if at_once {
+            index.insert_many(&keys, &slots);
+        } else {
+            for &slot in &slots {
+                index.insert(&keys, slot);
+            }
+        }
+        (keys, index)
+    }
+
+    fn assert_finds_all(keys: &Slab<KeyRecord>, index: &IdIndex) {
+        assert_eq!(index.len(), keys.len());
+        for (slot, record) in keys {
+            assert_eq!(index.find(keys, &record.id), Some(slot as Slot));
+            assert_eq!(index.likely_slot(&record.id), Some(slot as Slot));
+        }
+    }
+
+    #[test]
+    fn finds_what_was_inserted_one_by_one_or_at_once() {
+        for at_once in [false, true] {
+            let (keys, index) = filled(5000, at_once);
+            assert_finds_all(&keys, &index);
+            let stranger = KeyIdGenerator::from_seed(4).next_id();
+            assert_eq!(index.find(&keys, &stranger), None);
+        }
+    }
+
+    #[test]
+    fn an_empty_index_finds_nothing() {
+        let keys = Slab::new();
+        let index = IdIndex::default();
+        let id = KeyIdGenerator::from_seed(1).next_id();
+        assert_eq!(index.find(&keys, &id), None);
+        assert_eq!(index.likely_slot(&id), None);
+        index.prefetch(&id);
+    }
+
+    #[test]
+    fn removal_keeps_every_other_id_findable() {
+        let (mut keys, mut index) = filled(3000, false);
+        // Remove every third key, in slot order, then the rest in reverse: holes in every part of runs.
+        let order: Vec<Slot> =
+            (0..3000).step_by(3).chain((0..3000).rev().filter(|slot| slot % 3 != 0)).map(|slot| slot as Slot).collect();
+        for (done, &slot) in order.iter().enumerate() {
+            let id = keys[slot as usize].id;
+            assert_eq!(index.remove(&keys, &id), Some(slot));
+            assert_eq!(index.remove(&keys, &id), None);
+            keys.remove(slot as usize);
+            if done % 500 == 0 {
+                assert_finds_all(&keys, &index);
+            }
+        }
+        assert_eq!(index.len(), 0);
+    }
+
+    #[test]
+    fn stays_correct_through_churn_at_its_load_limit() {
+        // A small table kept at its fullest, with runs long enough to wrap past its end.
+        let mut ids = KeyIdGenerator::from_seed(9);
+        let mut keys = Slab::new();
+        let mut index = IdIndex::default();
+        for _ in 0..max_load(64) {
+            let slot = keys.insert(record(ids.next_id())) as Slot;
+            index.insert(&keys, slot);
+        }
+        assert_eq!(index.buckets.len(), 64);
+        for round in 0..20_000usize {
+            let victim = keys.iter().nth(round % keys.len()).map(|(slot, _)| slot).unwrap_or(0);
+            let id = keys[victim].id;
+            assert_eq!(index.remove(&keys, &id), Some(victim as Slot));
+            keys.remove(victim);
+            let slot = keys.insert(record(ids.next_id())) as Slot;
+            index.insert(&keys, slot);
+        }
+        assert_eq!(index.buckets.len(), 64, "churn at a steady size never grows the table");
+        assert_finds_all(&keys, &index);
+    }
+
+    #[test]
+    fn grows_in_powers_of_two_within_the_load_limit() {
+        assert_eq!(buckets_for(0), MIN_BUCKETS);
+        assert_eq!(buckets_for(12), 16);
+        assert_eq!(buckets_for(13), 32);
+        assert_eq!(buckets_for(10_000_000), 1 << 24);
+        let (_, index) = filled(1000, false);
+        assert!(index.buckets.len().is_power_of_two());
+        assert!(index.len() <= max_load(index.buckets.len()));
     }
 }

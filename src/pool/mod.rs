@@ -4,7 +4,7 @@
 //! Every operation is O(1) (expected, for the hash lookups) in the number of keys:
 //!
 //! - keys live in a [`Slab`] and are named inside the engine by their slot number;
-//! - an [`IdIndex`] maps ids to slots without storing ids twice;
+//! - an [`IdIndex`] maps ids to slots without storing ids twice, one `u64` bucket per id;
 //! - a [`FreeList`] holds the free slots, and each free record knows its position there, so GET draws a
 //!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search;
 //! - a lease table holds what only leased (or delayed) keys need: deadline, how it is timed, fencing
@@ -36,6 +36,10 @@
 //! a command that finds its key past a deadline applies that deadline first, so it never pings a key
 //! that should be gone, GET never hands one out, and a waiter whose wait has run out is not served.
 //!
+//! A caller with several requests in hand can tell the pool what is coming ([`Pool::prepare`]); the pool
+//! then starts loading the memory those requests will touch, so that in a pool far larger than the CPU's
+//! caches their cache misses overlap instead of adding up (see `lookahead.rs`). It changes nothing else.
+//!
 //! The owner (the server) keeps the pool behind a mutex and drives [`Pool::poll_expired`] from a
 //! background task; methods that set timers must be called inside a tokio runtime.
 
@@ -46,6 +50,8 @@ mod index;
 mod key_id;
 mod lease;
 mod list;
+mod lookahead;
+mod prefetch;
 mod record;
 mod registry;
 mod restore;
@@ -58,7 +64,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::RngExt;
 use slab::Slab;
 use tokio_util::time::delay_queue::{self, DelayQueue};
 
@@ -66,6 +71,7 @@ pub use changes::{Change, ChangeLog, KeepaliveMode, KeyImage, PlaceImage, NEVER_
 pub use clock::{Clock, Millis};
 pub use key_id::{KeyId, KeyIdGenerator, KEY_ID_LEN};
 pub use lease::{HolderId, LeaseTerms, Leased};
+pub use lookahead::Upcoming;
 pub use record::{KeyInfo, KeyState};
 pub use registry::{valid_pool_name, PoolRef, Pools, PoolsError, DEFAULT_POOL, MAX_POOL_NAME};
 pub use restore::Restored;
@@ -75,6 +81,7 @@ use free_list::FreeList;
 use index::IdIndex;
 use lease::{ByDeadline, Holder, Lease, Timing};
 use list::{Links, List, NIL};
+use lookahead::DrawsAhead;
 use record::{KeyRecord, Place, Slot, NO_SECRET};
 use secrets::{OwnKeepalive, SecretEntry, Secrets};
 use waiters::{WaitState, Waiter};
@@ -103,8 +110,9 @@ const MAX_DEAD_DRAWS: usize = 16;
 /// The keep-alive deadline of a key that never expires by keep-alive.
 const NEVER: Millis = Millis(u64::MAX);
 
-/// The largest pool the engine can index: slots are `u32` and `u32::MAX` marks "no slot".
-pub const MAX_POOL_KEYS: usize = (Slot::MAX - 1) as usize;
+/// The largest pool the engine can index: the id index has at most 2^32 buckets and fills them to three
+/// quarters (see `index.rs`). Slots, being `u32`, would allow a little more.
+pub const MAX_POOL_KEYS: usize = 3 << 30;
 
 /// How a pool behaves.
 #[derive(Clone, Debug)]
@@ -272,6 +280,8 @@ pub struct Pool {
     timers: DelayQueue<Timer>,
     ids: KeyIdGenerator,
     chooser: SmallRng,
+    /// Random draws made ahead for leases to come (see `lookahead.rs`).
+    ahead: DrawsAhead,
     tokens: TokenCounter,
     stats: PoolStats,
     /// Where changes are reported, with the pool's name; `None` when the daemon keeps nothing on disk.
@@ -348,6 +358,7 @@ impl Pool {
             timers,
             ids,
             chooser: rand::make_rng(),
+            ahead: DrawsAhead::default(),
             tokens,
             stats: PoolStats::default(),
             log: None,
@@ -834,7 +845,7 @@ impl Pool {
             if self.free.is_empty() || dead_draws == MAX_DEAD_DRAWS {
                 return None;
             }
-            let position = self.chooser.random_range(0..self.free.len()) as u32;
+            let position = self.ahead.position(self.free.len(), &mut self.chooser) as u32;
             let slot = self.free.get(position).expect("position drawn below the list's length");
             if self.keys[slot as usize].alive_until > now {
                 return Some(self.take_from_free_list(position));

@@ -100,7 +100,7 @@ impl Pool {
     /// Makes room for `keys` more keys in a pool being restored, so that loading them never rehashes.
     pub fn reserve(&mut self, keys: usize) {
         self.keys.reserve(keys);
-        self.index.reserve(&self.keys, keys);
+        self.index.reserve(keys);
         self.free.reserve(keys);
         self.unindexed.reserve(keys);
     }

@@ -27,6 +27,10 @@ pub enum Stopped<B> {
     Break(B),
 }
 
+/// How many lines are framed and parsed before the first of them is answered: the most requests the
+/// caller sees ahead (see [`answer_lines_ahead`]).
+pub const LOOKAHEAD: usize = 32;
+
 /// Answers the complete lines at the front of `input`, consuming each once it is answered.
 ///
 /// A blank line gets no reply; a line that names no command gets `ERROR unknown command '<name>'` and one
@@ -37,33 +41,122 @@ pub fn answer_lines<B>(
     input: &mut BytesMut,
     max_line: usize,
     output: &mut BytesMut,
-    mut answer: impl FnMut(Request<'_>, &mut BytesMut) -> ControlFlow<B>,
+    answer: impl FnMut(Request<'_>, &mut BytesMut) -> ControlFlow<B>,
+) -> Stopped<B> {
+    answer_lines_ahead(input, max_line, output, &mut NoLookahead(answer))
+}
+
+/// What [`answer_lines_ahead`] hands the requests to.
+pub trait Responder<B> {
+    /// Sees the requests of the lines about to be answered, in order, before the first is answered.
+    fn ahead(&mut self, requests: &mut dyn Iterator<Item = Request<'_>>);
+
+    /// Answers one request, appending its reply to `output`; `Break` stops after it.
+    fn answer(&mut self, request: Request<'_>, output: &mut BytesMut) -> ControlFlow<B>;
+}
+
+/// A plain answering function, as a responder that does not look ahead.
+struct NoLookahead<F>(F);
+
+impl<B, F: FnMut(Request<'_>, &mut BytesMut) -> ControlFlow<B>> Responder<B> for NoLookahead<F> {
+    fn ahead(&mut self, _: &mut dyn Iterator<Item = Request<'_>>) {}
+
+    fn answer(&mut self, request: Request<'_>, output: &mut BytesMut) -> ControlFlow<B> {
+        (self.0)(request, output)
+    }
+}
+
+/// [`answer_lines`], showing the responder the requests of up to [`LOOKAHEAD`] lines before answering
+/// them.
+///
+/// Lines are framed and parsed once, a group at a time, and [`Responder::ahead`] sees each group's
+/// well-formed requests before the first of them is answered; the server uses that to start loading what
+/// they will touch. A request the responder breaks off after may leave some that it saw ahead unanswered:
+/// the next call shows them again.
+pub fn answer_lines_ahead<B>(
+    input: &mut BytesMut,
+    max_line: usize,
+    output: &mut BytesMut,
+    responder: &mut impl Responder<B>,
 ) -> Stopped<B> {
     loop {
-        let Line { len, consumed } = match framing::next_line(input, max_line) {
-            Ok(Some(line)) => line,
-            Ok(None) => return Stopped::NeedInput,
-            Err(LineTooLong) => {
-                reply::client_error(output, &LineTooLong.to_string());
-                return Stopped::LineTooLong;
+        let mut lines: [Option<(Parsed<'_>, usize)>; LOOKAHEAD] = [const { None }; LOOKAHEAD];
+        let mut framed = 0;
+        let mut offset = 0;
+        let mut too_long = false;
+        while framed < LOOKAHEAD {
+            match framing::next_line(&input[offset..], max_line) {
+                Ok(Some(Line { len, consumed })) => {
+                    lines[framed] = Some((Parsed::from(Request::parse(&input[offset..offset + len])), consumed));
+                    offset += consumed;
+                    framed += 1;
+                }
+                Ok(None) => break,
+                Err(LineTooLong) => {
+                    too_long = true;
+                    break;
+                }
             }
-        };
-        let flow = match Request::parse(&input[..len]) {
-            Ok(Some(request)) => answer(request, output),
-            Ok(None) => ControlFlow::Continue(()),
-            Err(error @ RequestError::UnknownCommand(_)) => {
-                reply::error(output, &error.to_string());
-                ControlFlow::Continue(())
+        }
+        responder.ahead(&mut lines.iter().flatten().filter_map(|(parsed, _)| parsed.request()));
+        let mut answered = 0;
+        let mut stopped = None;
+        for (parsed, consumed) in lines.into_iter().flatten() {
+            let flow = match parsed {
+                Parsed::Request(request) => responder.answer(request, output),
+                Parsed::Blank => ControlFlow::Continue(()),
+                Parsed::Error(error @ RequestError::UnknownCommand(_)) => {
+                    reply::error(output, &error.to_string());
+                    ControlFlow::Continue(())
+                }
+                Parsed::Error(RequestError::BadArguments(message)) => {
+                    reply::client_error(output, &message);
+                    ControlFlow::Continue(())
+                }
+            };
+            answered += consumed;
+            if let ControlFlow::Break(reason) = flow {
+                stopped = Some(reason);
+                break;
             }
-            Err(RequestError::BadArguments(message)) => {
-                reply::client_error(output, &message);
-                ControlFlow::Continue(())
-            }
-        };
+        }
         // Only now: a request borrows its line (ADD's secret is a slice of it) until it is answered.
-        input.advance(consumed);
-        if let ControlFlow::Break(reason) = flow {
+        input.advance(answered);
+        if let Some(reason) = stopped {
             return Stopped::Break(reason);
+        }
+        if too_long {
+            reply::client_error(output, &LineTooLong.to_string());
+            return Stopped::LineTooLong;
+        }
+        if framed < LOOKAHEAD {
+            return Stopped::NeedInput;
+        }
+    }
+}
+
+/// One framed line, parsed.
+enum Parsed<'a> {
+    Request(Request<'a>),
+    Blank,
+    Error(RequestError),
+}
+
+impl<'a> From<Result<Option<Request<'a>>, RequestError>> for Parsed<'a> {
+    fn from(parsed: Result<Option<Request<'a>>, RequestError>) -> Self {
+        match parsed {
+            Ok(Some(request)) => Parsed::Request(request),
+            Ok(None) => Parsed::Blank,
+            Err(error) => Parsed::Error(error),
+        }
+    }
+}
+
+impl<'a> Parsed<'a> {
+    fn request(&self) -> Option<Request<'a>> {
+        match self {
+            Parsed::Request(request) => Some(*request),
+            _ => None,
         }
     }
 }
@@ -325,6 +418,71 @@ mod tests {
         assert_eq!(&input[..], b"PING\n");
         assert_eq!(answer_lines(&mut input, 64, &mut output, quit), Stopped::NeedInput);
         assert_eq!(&output[..], b"PONG\r\n");
+    }
+
+    /// Records what a [`Responder`] is shown and asked, in order.
+    #[derive(Default)]
+    struct Recorder {
+        events: Vec<String>,
+        /// Break after answering this many requests.
+        break_after: Option<usize>,
+        answered: usize,
+    }
+
+    impl Responder<()> for Recorder {
+        fn ahead(&mut self, requests: &mut dyn Iterator<Item = Request<'_>>) {
+            let names: Vec<String> = requests.map(|request| format!(" {:?}", request.command())).collect();
+            self.events.push(format!("ahead{}", names.concat()));
+        }
+
+        fn answer(&mut self, request: Request<'_>, out: &mut BytesMut) -> ControlFlow<()> {
+            self.events.push(format!("answer {:?}", request.command()));
+            reply::word(out, words::OK);
+            self.answered += 1;
+            if self.break_after == Some(self.answered) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    #[test]
+    fn the_responder_sees_each_group_of_lines_before_answering_it() {
+        // 40 lines: a group of LOOKAHEAD, then the rest; blank and malformed lines are answered here and
+        // shown to no one.
+        let mut text = String::from("GET\n\nBOGUS\nREL short\n");
+        for _ in 4..40 {
+            text.push_str("PING\n");
+        }
+        text.push_str("GE");
+        let mut input = BytesMut::from(text.as_bytes());
+        let mut output = BytesMut::new();
+        let mut recorder = Recorder::default();
+        assert_eq!(answer_lines_ahead(&mut input, 64, &mut output, &mut recorder), Stopped::NeedInput);
+        assert_eq!(&input[..], b"GE", "only the partial line is left");
+        let first_group = format!("ahead Get{}", " Ping".repeat(LOOKAHEAD - 4));
+        let second_group = format!("ahead{}", " Ping".repeat(40 - LOOKAHEAD));
+        let mut expected = vec![first_group, "answer Get".to_string()];
+        expected.extend((4..LOOKAHEAD).map(|_| "answer Ping".to_string()));
+        expected.push(second_group);
+        expected.extend((LOOKAHEAD..40).map(|_| "answer Ping".to_string()));
+        assert_eq!(recorder.events, expected);
+        let replies = std::str::from_utf8(&output).expect("ASCII");
+        assert!(replies.starts_with("OK\r\nERROR unknown command 'BOGUS'\r\nCLIENT_ERROR "), "{replies}");
+    }
+
+    #[test]
+    fn requests_seen_ahead_but_not_answered_are_shown_again() {
+        let mut input = BytesMut::from(&b"GET\nQUIT\nPING\nINFO x\n"[..]);
+        let mut output = BytesMut::new();
+        let mut recorder = Recorder { break_after: Some(2), ..Recorder::default() };
+        assert_eq!(answer_lines_ahead(&mut input, 64, &mut output, &mut recorder), Stopped::Break(()));
+        assert_eq!(&input[..], b"PING\nINFO x\n", "what follows the break stays buffered");
+        assert_eq!(answer_lines_ahead(&mut input, 64, &mut output, &mut recorder), Stopped::NeedInput);
+        assert_eq!(recorder.events, ["ahead Get Quit Ping", "answer Get", "answer Quit", "ahead Ping", "answer Ping"],);
+        let replies = std::str::from_utf8(&output).expect("ASCII");
+        assert_eq!(replies, "OK\r\nOK\r\nOK\r\nCLIENT_ERROR malformed key id: ids are 24 letters and digits\r\n");
     }
 
     #[test]

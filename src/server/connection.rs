@@ -2,9 +2,13 @@
 //!
 //! Pipelining is where a line protocol wins or loses, so each turn of the loop answers every complete
 //! request already buffered under a single lock of the pool and sends all their replies with a single
-//! `write_all`. A batch stops early once its replies pass [`OUTPUT_HIGH_WATER`], is written out, and
-//! resumes from the buffered input before anything more is read: one connection's huge pipeline can
-//! neither hold the lock for long nor grow its output without bound.
+//! `write_all`. Before answering, the codec shows the batch its next requests (up to 32), and the pool
+//! starts loading the index buckets, free-list entries and key records they will touch, so that in a pool
+//! far larger than the CPU caches their memory waits overlap (see `pool/lookahead.rs`).
+//!
+//! A batch stops early once its replies pass [`OUTPUT_HIGH_WATER`], is written out, and resumes from the
+//! buffered input before anything more is read: one connection's huge pipeline can neither hold the lock
+//! for long nor grow its output without bound.
 //!
 //! A request that waits for a key (`GET <wait>`, `LEASE <wait>`) also ends its batch: the replies before
 //! it are written, and the connection sleeps, without the lock, until the pool grants it a key or its
@@ -19,7 +23,7 @@
 use std::io;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,13 +32,15 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{execute, Executed};
+use super::execute::{self, execute, Executed};
 use super::one_request::poll_waiting;
 use super::session::Session;
+use super::state::Locked;
 use super::telemetry::{Batch, Frontend};
 use super::Shared;
-use crate::persist::Fsync;
-use crate::protocol::codec::{self, Stopped};
+use crate::persist::{Fsync, Journal};
+use crate::pool::Upcoming;
+use crate::protocol::codec::{self, Responder, Stopped};
 use crate::protocol::{reply, Request};
 
 /// What a connection buffers before its first read, and how much room it makes before each read.
@@ -183,36 +189,12 @@ fn answer_buffered(
 ) -> (Progress, Option<u64>) {
     let journal =
         shared.persist.as_ref().map(|persist| persist.journal()).filter(|journal| journal.fsync() == Fsync::Always);
-    let mut logged_from = 0;
     // Framing, parsing and the replies to malformed lines are the codec's, the same code the proptest
-    // and the fuzzer run; the lock is taken at the first well-formed request, and only once.
-    let mut locked = None;
-    let stopped = codec::answer_lines(input, max_line, output, |request, output| {
-        let locked = locked.get_or_insert_with(|| {
-            let locked = shared.lock();
-            logged_from = journal.map_or(0, |journal| journal.position());
-            locked
-        });
-        batch.start();
-        let command = request.command();
-        if let Request::Quit = request {
-            locked.count(command);
-            batch.count(command);
-            return ControlFlow::Break(Progress::Quit);
-        }
-        let executed = execute(request, locked, shared, session, output);
-        // A request that waits is timed when its wait ends, not with this batch.
-        if !matches!(executed, Executed::Waits) {
-            batch.count(command);
-        }
-        match executed {
-            Executed::Answered if output.len() >= OUTPUT_HIGH_WATER => ControlFlow::Break(Progress::OutputFull),
-            Executed::Answered => ControlFlow::Continue(()),
-            Executed::Waits => ControlFlow::Break(Progress::Waiting),
-            Executed::Close => ControlFlow::Break(Progress::Refused),
-            Executed::Compact => ControlFlow::Break(Progress::Compact),
-        }
-    });
+    // and the fuzzer run; the lock is taken at the first look ahead or well-formed request, and only once.
+    let lock = BatchLock { shared, journal, guard: None, logged_from: 0 };
+    let mut responder = BatchResponder { shared, session, batch, lock };
+    let stopped = codec::answer_lines_ahead(input, max_line, output, &mut responder);
+    let BatchLock { guard: locked, logged_from, .. } = responder.lock;
     // Read before the lock goes: every record up to here is this batch's or older.
     let logged_to = journal.filter(|_| locked.is_some()).map(|journal| journal.position());
     drop(locked);
@@ -222,6 +204,72 @@ fn answer_buffered(
         Stopped::Break(progress) => progress,
     };
     (progress, logged_to.filter(|&to| to > logged_from))
+}
+
+/// Answers one batch's requests under one lock of the pools.
+struct BatchResponder<'b, 's> {
+    shared: &'b Arc<Shared>,
+    session: &'b mut Session<'s>,
+    batch: &'b mut Batch,
+    lock: BatchLock<'b>,
+}
+
+/// The batch's lock of the pools, taken when first needed and then held to the batch's end.
+struct BatchLock<'b> {
+    shared: &'b Shared,
+    /// The log, under `--fsync always`.
+    journal: Option<&'b Journal>,
+    guard: Option<MutexGuard<'b, Locked>>,
+    /// Where the log ended when the lock was taken.
+    logged_from: u64,
+}
+
+impl BatchLock<'_> {
+    fn get(&mut self) -> &mut Locked {
+        self.guard.get_or_insert_with(|| {
+            let guard = self.shared.lock();
+            self.logged_from = self.journal.map_or(0, |journal| journal.position());
+            guard
+        })
+    }
+}
+
+impl Responder<Progress> for BatchResponder<'_, '_> {
+    fn ahead(&mut self, requests: &mut dyn Iterator<Item = Request<'_>>) {
+        let mut upcoming = [Upcoming::Lease; codec::LOOKAHEAD];
+        let mut foreseen = 0;
+        for hint in requests.filter_map(|request| execute::upcoming(&request)) {
+            upcoming[foreseen] = hint;
+            foreseen += 1;
+        }
+        // A single request has nothing to overlap its loads with.
+        if foreseen > 1 {
+            execute::look_ahead(&upcoming[..foreseen], self.lock.get(), self.shared, self.session);
+        }
+    }
+
+    fn answer(&mut self, request: Request<'_>, output: &mut BytesMut) -> ControlFlow<Progress> {
+        let locked = self.lock.get();
+        self.batch.start();
+        let command = request.command();
+        if let Request::Quit = request {
+            locked.count(command);
+            self.batch.count(command);
+            return ControlFlow::Break(Progress::Quit);
+        }
+        let executed = execute(request, locked, self.shared, self.session, output);
+        // A request that waits is timed when its wait ends, not with this batch.
+        if !matches!(executed, Executed::Waits) {
+            self.batch.count(command);
+        }
+        match executed {
+            Executed::Answered if output.len() >= OUTPUT_HIGH_WATER => ControlFlow::Break(Progress::OutputFull),
+            Executed::Answered => ControlFlow::Continue(()),
+            Executed::Waits => ControlFlow::Break(Progress::Waiting),
+            Executed::Close => ControlFlow::Break(Progress::Refused),
+            Executed::Compact => ControlFlow::Break(Progress::Compact),
+        }
+    }
 }
 
 /// Waits, under `--fsync always`, until the log is synced up to `position`; false if the disk failed.

@@ -10,7 +10,7 @@ use super::session::{LeaseReply, Session, Waiting, MAX_AUTH_FAILURES};
 use super::state::Locked;
 use super::telemetry::Outcome;
 use super::{expiry, Shared};
-use crate::pool::{Added, KeyId, LeaseOutcome, LeaseTerms, Pool, PoolRef, PoolStats, Release};
+use crate::pool::{Added, KeyId, LeaseOutcome, LeaseTerms, Pool, PoolRef, PoolStats, Release, Upcoming};
 use crate::protocol::duration;
 use crate::protocol::reply::{self, words};
 use crate::protocol::request::Command;
@@ -266,6 +266,31 @@ fn pool_to_fill(
 /// The pool `pool` names, which the caller just looked up or created under the same lock.
 fn in_pool(locked: &mut Locked, pool: PoolRef) -> &mut Pool {
     locked.pools.get(pool).expect("a pool looked up under the lock held since")
+}
+
+/// What `request` will ask of its pool, for looking ahead; `None` for requests not worth a hint.
+pub fn upcoming(request: &Request<'_>) -> Option<Upcoming> {
+    match *request {
+        Request::Get(_) | Request::Lease(_) => Some(Upcoming::Lease),
+        Request::Rel { id, delay: None, .. } => Some(Upcoming::Release(id)),
+        Request::Rel { id, .. }
+        | Request::Touch { id, .. }
+        | Request::Del(id)
+        | Request::Ping(id)
+        | Request::Info(id) => Some(Upcoming::Key(id)),
+        _ => None,
+    }
+}
+
+/// Tells the connection's pool what the next requests of a batch will ask of it (see
+/// `pool/lookahead.rs`). Nothing for a connection that may not use the pool yet.
+pub fn look_ahead(upcoming: &[Upcoming], locked: &mut Locked, shared: &Shared, session: &mut Session<'_>) {
+    if shared.config.auth.is_enabled() && session.grant.is_none() {
+        return;
+    }
+    if let Some(pool) = session.current_pool(&locked.pools) {
+        in_pool(locked, pool).prepare(upcoming);
+    }
 }
 
 /// Runs `act` on the connection's pool, then drops the pool if that left it empty. `None` when the pool

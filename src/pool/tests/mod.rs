@@ -404,6 +404,64 @@ fn get_is_uniform_over_the_free_keys() {
     });
 }
 
+/// The same chi-square test, with GET's random draws made ahead by [`Pool::prepare`], as a connection
+/// looking ahead at a pipeline makes them: hints that foresee fewer leases than run, more (the extra draws
+/// are used later), and releases in between that change the free list's length after the draw was made.
+#[test]
+fn get_stays_uniform_when_its_draws_are_made_ahead() {
+    paused(async {
+        let mut pool = pool();
+        let free = generate(&mut pool, 8);
+        let draws = 20_000;
+        let mut counts: BTreeMap<KeyId, u32> = BTreeMap::new();
+        let mut held = Vec::new();
+        for round in 0..draws {
+            let hints = [Upcoming::Lease, Upcoming::Lease, Upcoming::Key(free[round % 8]), Upcoming::Lease];
+            pool.prepare(&hints[..round % 5]);
+            let id = pool.get().expect("a free key");
+            *counts.entry(id).or_default() += 1;
+            held.push(id);
+            // Keys go back one or two rounds later, so the list is sometimes 7 long, sometimes 6.
+            if held.len() > 1 + round % 2 {
+                for id in held.drain(..) {
+                    assert_eq!(pool.release(&id), Release::Released);
+                }
+            }
+            pool.check_invariants();
+        }
+        let expected = f64::from(draws as u32) / 8.0;
+        let chi_square: f64 =
+            free.iter().map(|id| (f64::from(counts.get(id).copied().unwrap_or(0)) - expected).powi(2) / expected).sum();
+        assert!(chi_square < 40.0, "chi-square {chi_square} over {counts:?}");
+    });
+}
+
+/// Looking ahead changes nothing a client can see, whatever it is told: hints for unknown keys, for keys
+/// in every state, for more leases than there are free keys, and for an empty pool.
+#[test]
+fn prepare_changes_nothing_visible() {
+    paused(async {
+        let mut pool = pool();
+        pool.prepare(&[Upcoming::Lease, Upcoming::Key(unknown_id()), Upcoming::Release(unknown_id())]);
+        assert_eq!(pool.get(), None);
+        let ids = generate(&mut pool, 6);
+        let leased = pool.get().expect("a free key");
+        let delayed = pool.get().expect("a free key");
+        assert_eq!(pool.release_with(&delayed, None, Duration::from_millis(50)), Release::Released);
+        let before: Vec<Option<KeyInfo>> = ids.iter().map(|id| pool.info(id)).collect();
+        let stats = pool.stats();
+        let mut hints = vec![Upcoming::Lease; 40];
+        hints.extend(ids.iter().map(|&id| Upcoming::Key(id)));
+        hints.extend([Upcoming::Release(leased), Upcoming::Release(unknown_id()), Upcoming::Key(unknown_id())]);
+        for _ in 0..3 {
+            pool.prepare(&hints);
+        }
+        pool.check_invariants();
+        assert_eq!(ids.iter().map(|id| pool.info(id)).collect::<Vec<_>>(), before);
+        assert_eq!(pool.stats(), stats);
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // REL
 

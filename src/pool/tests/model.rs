@@ -454,6 +454,14 @@ pub(super) enum SecretPick {
     Again(usize),
 }
 
+/// One request an [`Op::Prepare`] foresees.
+#[derive(Clone, Debug)]
+pub(super) enum Hint {
+    Lease,
+    Release(Target),
+    Key(Target),
+}
+
 #[derive(Clone, Debug)]
 pub(super) enum Op {
     Generate(u32),
@@ -492,6 +500,8 @@ pub(super) enum Op {
     OpenHolder,
     /// Closes an open holder (any number picks one) as a connection does: cancels its waits, then closes.
     CloseHolder(usize),
+    /// Looks ahead at requests to come, as a connection does before a batch: must change nothing.
+    Prepare(Vec<Hint>),
     /// Moves time `ms` forward. `stepwise`: the expiry pass runs at every deadline on the way, as the
     /// expiry task does when it keeps up; otherwise it runs once, at the end, as when it falls behind.
     Advance {
@@ -625,6 +635,17 @@ impl Run {
             Op::Info(target) => {
                 let id = self.resolve(target);
                 assert_eq!(self.pool.info(&id), self.expected_info(&id), "INFO {id}");
+            }
+            Op::Prepare(hints) => {
+                let upcoming: Vec<Upcoming> = hints
+                    .iter()
+                    .map(|hint| match hint {
+                        Hint::Lease => Upcoming::Lease,
+                        Hint::Release(target) => Upcoming::Release(self.resolve(target)),
+                        Hint::Key(target) => Upcoming::Key(self.resolve(target)),
+                    })
+                    .collect();
+                self.pool.prepare(&upcoming);
             }
             Op::Add { secret, keepalive_ms } => self.add(secret, *keepalive_ms),
             Op::Collect(pick) => {
@@ -855,6 +876,15 @@ pub(super) fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::OpenHolder),
         2 => any::<usize>().prop_map(Op::CloseHolder),
         6 => (0u64..=120, any::<bool>()).prop_map(|(ms, stepwise)| Op::Advance { ms, stepwise }),
+        2 => prop::collection::vec(hint(), 0..40).prop_map(Op::Prepare),
+    ]
+}
+
+fn hint() -> impl Strategy<Value = Hint> {
+    prop_oneof![
+        2 => Just(Hint::Lease),
+        1 => target().prop_map(Hint::Release),
+        1 => target().prop_map(Hint::Key),
     ]
 }
 

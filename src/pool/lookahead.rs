@@ -1,0 +1,158 @@
+//! Looking ahead at a batch: starting to load what its requests will touch before the first one runs.
+//!
+//! In a pool far larger than the CPU's caches, each request costs a few cache misses in a chain: a lease
+//! reads a random free-list entry, then the key record it names; a REL, PING or INFO reads a bucket of
+//! the id index, then the record. Taken one request at a time, every miss is a full wait on memory. A
+//! connection that has a pipeline of requests in hand tells the pool what is coming ([`Pool::prepare`]),
+//! and the pool starts all their loads at once, so the waits overlap instead of adding up. It changes no
+//! state a client can see, and a request that turns out different from its hint (an earlier one in the
+//! batch changed the pool) is still executed exactly: a hint that misses only costs its loads.
+//!
+//! A lease cannot be foreseen without choosing its key, so the random draw is made early: each hint
+//! draws a random 64-bit number, which the next lease turns into a position of the free list as it is
+//! then ([`DrawsAhead::position`]). The number was drawn without regard to anything, so the key chosen
+//! is exactly as uniform as a draw made at the time, and if the free list has not changed meanwhile
+//! (typical: only a few entries were added or taken) the position is the one that was prefetched, or a
+//! close neighbour.
+
+use std::collections::VecDeque;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt};
+
+use super::key_id::KeyId;
+use super::prefetch::prefetch;
+use super::record::Slot;
+use super::Pool;
+
+/// The most random draws a pool keeps ahead. Hints beyond it are ignored; leases use the draws in order.
+const MAX_AHEAD: usize = 64;
+
+/// The most leases one [`Pool::prepare`] looks ahead for.
+const LOOKAHEAD_LEASES: usize = 32;
+
+/// What one request of a batch will ask of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upcoming {
+    /// A lease of a random free key (`GET`, `LEASE`): one key fewer will be free.
+    Lease,
+    /// A release of this key that frees it (`REL` without a delay): one key more will be free.
+    Release(KeyId),
+    /// Any other command on this key (`TOUCH`, `DEL`, `PING`, `INFO`, `REL` with a delay).
+    Key(KeyId),
+}
+
+/// Random numbers drawn for leases to come, oldest first.
+#[derive(Default)]
+pub struct DrawsAhead {
+    draws: VecDeque<u64>,
+}
+
+impl DrawsAhead {
+    /// A uniformly random position below `len`, which must not be zero: from the oldest draw made ahead
+    /// when there is one, else drawn now.
+    pub fn position(&mut self, len: usize, chooser: &mut SmallRng) -> usize {
+        self.draws.pop_front().and_then(|draw| scale(draw, len)).unwrap_or_else(|| chooser.random_range(0..len))
+    }
+}
+
+/// Maps a uniform 64-bit `draw` to a uniform position below `len`, or `None` in the rare case (about
+/// `len` in 2^64) that it falls in the uneven remainder and must be drawn again. This is Lemire's
+/// multiply-and-shift with rejection, which leaves no bias at all.
+fn scale(draw: u64, len: usize) -> Option<usize> {
+    let len = len as u64;
+    let product = u128::from(draw) * u128::from(len);
+    let low = product as u64;
+    if low < len && low < len.wrapping_neg() % len {
+        return None;
+    }
+    Some((product >> 64) as usize)
+}
+
+impl Pool {
+    /// Starts loading what the requests in `upcoming` will touch, in two passes: first the index
+    /// buckets and free-list entries, then the key records they point to, by which time the first loads
+    /// have mostly arrived. Draws the random numbers of the leases to come (see the module
+    /// documentation). Changes nothing else.
+    ///
+    /// A lease's draw picks a position of the free list as it will be when the lease runs, so the length
+    /// is predicted from the requests before it: each lease takes a key, each release puts one back.
+    pub fn prepare(&mut self, upcoming: &[Upcoming]) {
+        // Per lease: the position its draw will pick, and the free list's length then.
+        let mut leases = [(0usize, 0usize); LOOKAHEAD_LEASES];
+        let mut foreseen = 0;
+        let mut free_len = self.free.len();
+        for request in upcoming {
+            match request {
+                Upcoming::Lease
+                    if free_len > 0 && foreseen < LOOKAHEAD_LEASES && self.ahead.draws.len() < MAX_AHEAD =>
+                {
+                    let draw = self.chooser.next_u64();
+                    self.ahead.draws.push_back(draw);
+                    if let Some(position) = scale(draw, free_len) {
+                        if let Some(entry) = self.free.slots().get(position) {
+                            prefetch(entry);
+                        }
+                        leases[foreseen] = (position, free_len);
+                        foreseen += 1;
+                    }
+                    free_len -= 1;
+                }
+                Upcoming::Lease => free_len = free_len.saturating_sub(1),
+                Upcoming::Release(id) => {
+                    self.index.prefetch(id);
+                    free_len += 1;
+                }
+                Upcoming::Key(id) => self.index.prefetch(id),
+            }
+        }
+        // The records: of the keys named, of the keys the leases will draw, and of the keys at the end
+        // of the free list then, which each lease moves into the hole it leaves.
+        for request in upcoming {
+            if let Upcoming::Release(id) | Upcoming::Key(id) = request {
+                self.prefetch_record(self.index.likely_slot(id));
+            }
+        }
+        for &(position, free_len) in &leases[..foreseen] {
+            self.prefetch_record(self.free.get(position as u32));
+            self.prefetch_record(self.free.get(free_len as u32 - 1));
+        }
+    }
+
+    fn prefetch_record(&self, slot: Option<Slot>) {
+        if let Some(record) = slot.and_then(|slot| self.keys.get(slot as usize)) {
+            prefetch(record);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_draws_cover_every_position_evenly() {
+        // Every 64-bit value at an even stride: each position below 10 must get a tenth of them.
+        let mut counts = [0u32; 10];
+        let stride = u64::MAX / 100_000;
+        for step in 0..100_000u64 {
+            if let Some(at) = scale(step * stride, 10) {
+                counts[at] += 1;
+            }
+        }
+        for count in counts {
+            assert!((9_990..=10_010).contains(&count), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn scale_rejects_only_the_uneven_remainder() {
+        // 2^64 mod 3 == 1: exactly one 64-bit value of each position's share is left over.
+        assert_eq!(scale(0, 3), None);
+        assert_eq!(scale(1, 3), Some(0));
+        assert_eq!(scale(u64::MAX, 3), Some(2));
+        // A power of two divides 2^64: nothing is ever rejected.
+        assert_eq!(scale(0, 8), Some(0));
+        assert_eq!(scale(u64::MAX, 8), Some(7));
+    }
+}
