@@ -28,6 +28,10 @@ use super::Pool;
 /// The most random draws a pool keeps ahead. Hints beyond it are ignored; leases use the draws in order.
 const MAX_AHEAD: usize = 64;
 
+/// Pools smaller than this are not prepared for: their records (64 bytes a key) fit in a core's L2 cache
+/// (1-2 MB on current x86), so there is nothing to overlap and the look-ahead would be pure cost.
+pub(super) const PREPARE_FROM_KEYS: usize = 1 << 15;
+
 /// The most leases one [`Pool::prepare`] looks ahead for.
 const LOOKAHEAD_LEASES: usize = 32;
 
@@ -49,6 +53,12 @@ pub struct DrawsAhead {
 }
 
 impl DrawsAhead {
+    /// How many draws are waiting for their leases.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.draws.len()
+    }
+
     /// A uniformly random position below `len`, which must not be zero: from the oldest draw made ahead
     /// when there is one, else drawn now.
     pub fn position(&mut self, len: usize, chooser: &mut SmallRng) -> usize {
@@ -77,7 +87,16 @@ impl Pool {
     ///
     /// A lease's draw picks a position of the free list as it will be when the lease runs, so the length
     /// is predicted from the requests before it: each lease takes a key, each release puts one back.
+    ///
+    /// Does nothing in a pool small enough to sit in the CPU's caches (see [`PREPARE_FROM_KEYS`]).
     pub fn prepare(&mut self, upcoming: &[Upcoming]) {
+        if self.keys.len() >= PREPARE_FROM_KEYS {
+            self.look_ahead(upcoming);
+        }
+    }
+
+    /// [`Pool::prepare`] whatever the pool's size.
+    pub(super) fn look_ahead(&mut self, upcoming: &[Upcoming]) {
         // Per lease: the position its draw will pick, and the free list's length then.
         let mut leases = [(0usize, 0usize); LOOKAHEAD_LEASES];
         let mut foreseen = 0;

@@ -404,7 +404,8 @@ fn get_is_uniform_over_the_free_keys() {
     });
 }
 
-/// The same chi-square test, with GET's random draws made ahead by [`Pool::prepare`], as a connection
+/// The same chi-square test, with GET's random draws made ahead by [`Pool::prepare`] (called here as
+/// `look_ahead`, which it is in a pool too large for the caches), as a connection
 /// looking ahead at a pipeline makes them: hints that foresee fewer leases than run, more (the extra draws
 /// are used later), and releases in between that change the free list's length after the draw was made.
 #[test]
@@ -417,7 +418,7 @@ fn get_stays_uniform_when_its_draws_are_made_ahead() {
         let mut held = Vec::new();
         for round in 0..draws {
             let hints = [Upcoming::Lease, Upcoming::Lease, Upcoming::Key(free[round % 8]), Upcoming::Lease];
-            pool.prepare(&hints[..round % 5]);
+            pool.look_ahead(&hints[..round % 5]);
             let id = pool.get().expect("a free key");
             *counts.entry(id).or_default() += 1;
             held.push(id);
@@ -442,7 +443,7 @@ fn get_stays_uniform_when_its_draws_are_made_ahead() {
 fn prepare_changes_nothing_visible() {
     paused(async {
         let mut pool = pool();
-        pool.prepare(&[Upcoming::Lease, Upcoming::Key(unknown_id()), Upcoming::Release(unknown_id())]);
+        pool.look_ahead(&[Upcoming::Lease, Upcoming::Key(unknown_id()), Upcoming::Release(unknown_id())]);
         assert_eq!(pool.get(), None);
         let ids = generate(&mut pool, 6);
         let leased = pool.get().expect("a free key");
@@ -454,11 +455,32 @@ fn prepare_changes_nothing_visible() {
         hints.extend(ids.iter().map(|&id| Upcoming::Key(id)));
         hints.extend([Upcoming::Release(leased), Upcoming::Release(unknown_id()), Upcoming::Key(unknown_id())]);
         for _ in 0..3 {
-            pool.prepare(&hints);
+            pool.look_ahead(&hints);
         }
         pool.check_invariants();
         assert_eq!(ids.iter().map(|id| pool.info(id)).collect::<Vec<_>>(), before);
         assert_eq!(pool.stats(), stats);
+    });
+}
+
+/// A pool that fits in the caches is not prepared for; a large one is, and its draws made ahead are used
+/// by the leases that follow, oldest first.
+#[test]
+fn only_a_pool_too_large_for_the_caches_is_prepared_for() {
+    paused(async {
+        let mut pool = pool_with(BLOCK_MS, KEEPALIVE_MS, 1 << 16);
+        generate(&mut pool, 1000);
+        pool.prepare(&[Upcoming::Lease; 4]);
+        assert_eq!(pool.ahead.len(), 0);
+        while pool.stats().keys < lookahead::PREPARE_FROM_KEYS {
+            pool.generate(MAX_GEN_COUNT, |_| {}).expect("room for the keys");
+        }
+        pool.prepare(&[Upcoming::Lease; 4]);
+        assert_eq!(pool.ahead.len(), 4);
+        for left in (0..4).rev() {
+            pool.get().expect("a free key");
+            assert_eq!(pool.ahead.len(), left);
+        }
     });
 }
 

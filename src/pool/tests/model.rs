@@ -645,7 +645,7 @@ impl Run {
                         Hint::Key(target) => Upcoming::Key(self.resolve(target)),
                     })
                     .collect();
-                self.pool.prepare(&upcoming);
+                self.pool.look_ahead(&upcoming);
             }
             Op::Add { secret, keepalive_ms } => self.add(secret, *keepalive_ms),
             Op::Collect(pick) => {
