@@ -9,6 +9,10 @@
 //!
 //! - `get_release`: GET a uniformly random free key, then REL it (every key is free between iterations).
 //! - `get_release_hot`: the same with all but [`HOT_KEYS`] keys blocked, so GET draws among those.
+//! - `batch_get_release`: batches of [`BATCH_PAIRS`] GETs and RELs as a pipelined connection sends them,
+//!   each REL giving back a key leased [`OUTSTANDING`] GETs before, with the batch shown to
+//!   `Pool::prepare` first as the server does; `batch_get_release_blind` without it. Throughput is per
+//!   operation.
 //! - `keep_alive`: PING a random existing key, drawn from the pool's ids shuffled up front.
 //! - `keep_alive_hot`: PING the same [`HOT_KEYS`] keys round and round.
 //! - `generate_1`: GEN of one key. The keys made in a sample are deleted again outside the timed part,
@@ -20,11 +24,12 @@
 //!
 //! `cargo bench --bench engine -- --warm-up-time 1 --measurement-time 3` for a quick run.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use keypool::pool::{KeyId, KeyIdGenerator, Pool, PoolConfig};
+use keypool::pool::{KeyId, KeyIdGenerator, Pool, PoolConfig, Upcoming};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -34,6 +39,13 @@ const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
 /// The working set of the `_hot` groups.
 const HOT_KEYS: usize = 1_000;
+
+/// The `GET`/`REL` pairs of one batch in the `batch_` groups, as a connection at pipeline 32 sees them.
+const BATCH_PAIRS: usize = 16;
+
+/// Leases outstanding in the `batch_` groups: a `REL` gives back the key leased this many `GET`s before,
+/// as clients with many requests in flight do.
+const OUTSTANDING: usize = 500;
 
 /// How many keys `generate_1` makes between two untimed clean-ups.
 const GENERATE_CHUNK: u64 = 1_000;
@@ -70,6 +82,35 @@ fn engine(c: &mut Criterion) {
         assert_eq!(pool.stats().keys_free, *size);
     }
     group.finish();
+
+    for (name, look_ahead) in [("batch_get_release", true), ("batch_get_release_blind", false)] {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(2 * BATCH_PAIRS as u64));
+        for (size, pool, _) in &mut pools {
+            let mut outstanding: VecDeque<KeyId> = (0..OUTSTANDING).map(|_| pool.get().expect("a free key")).collect();
+            group.bench_function(BenchmarkId::from_parameter(*size), |b| {
+                b.iter(|| {
+                    if look_ahead {
+                        let mut upcoming = [Upcoming::Lease; 2 * BATCH_PAIRS];
+                        for (pair, id) in outstanding.iter().take(BATCH_PAIRS).enumerate() {
+                            upcoming[2 * pair + 1] = Upcoming::Release(*id);
+                        }
+                        pool.prepare(&upcoming);
+                    }
+                    for _ in 0..BATCH_PAIRS {
+                        outstanding.push_back(pool.get().expect("a free key"));
+                        let id = outstanding.pop_front().expect("leases outstanding");
+                        black_box(pool.release(&id));
+                    }
+                })
+            });
+            for id in outstanding.drain(..) {
+                pool.release(&id);
+            }
+            assert_eq!(pool.stats().keys_free, *size);
+        }
+        group.finish();
+    }
 
     let mut group = c.benchmark_group("get_release_hot");
     group.throughput(Throughput::Elements(1));

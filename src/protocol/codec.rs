@@ -70,7 +70,8 @@ impl<B, F: FnMut(Request<'_>, &mut BytesMut) -> ControlFlow<B>> Responder<B> for
 /// them.
 ///
 /// Lines are framed and parsed once, a group at a time, and [`Responder::ahead`] sees each group's
-/// well-formed requests before the first of them is answered; the server uses that to start loading what
+/// well-formed requests before the first of them is answered (a line with no complete line after it is
+/// answered alone, unseen); the server uses that to start loading what
 /// they will touch. A request the responder breaks off after may leave some that it saw ahead unanswered:
 /// the next call shows them again.
 pub fn answer_lines_ahead<B>(
@@ -80,6 +81,24 @@ pub fn answer_lines_ahead<B>(
     responder: &mut impl Responder<B>,
 ) -> Stopped<B> {
     loop {
+        let first = match framing::next_line(input, max_line) {
+            Ok(Some(line)) => line,
+            Ok(None) => return Stopped::NeedInput,
+            Err(LineTooLong) => {
+                reply::client_error(output, &LineTooLong.to_string());
+                return Stopped::LineTooLong;
+            }
+        };
+        // A lone line, as at pipeline 1, has nothing to look ahead at: it is answered on its own, without
+        // the cost of framing a group.
+        if memchr::memchr(b'\n', &input[first.consumed..]).is_none() {
+            let flow = answer_parsed(Parsed::from(Request::parse(&input[..first.len])), responder, output);
+            input.advance(first.consumed);
+            match flow {
+                ControlFlow::Break(reason) => return Stopped::Break(reason),
+                ControlFlow::Continue(()) => continue,
+            }
+        }
         let mut lines: [Option<(Parsed<'_>, usize)>; LOOKAHEAD] = [const { None }; LOOKAHEAD];
         let mut framed = 0;
         let mut offset = 0;
@@ -102,18 +121,7 @@ pub fn answer_lines_ahead<B>(
         let mut answered = 0;
         let mut stopped = None;
         for (parsed, consumed) in lines.into_iter().flatten() {
-            let flow = match parsed {
-                Parsed::Request(request) => responder.answer(request, output),
-                Parsed::Blank => ControlFlow::Continue(()),
-                Parsed::Error(error @ RequestError::UnknownCommand(_)) => {
-                    reply::error(output, &error.to_string());
-                    ControlFlow::Continue(())
-                }
-                Parsed::Error(RequestError::BadArguments(message)) => {
-                    reply::client_error(output, &message);
-                    ControlFlow::Continue(())
-                }
-            };
+            let flow = answer_parsed(parsed, responder, output);
             answered += consumed;
             if let ControlFlow::Break(reason) = flow {
                 stopped = Some(reason);
@@ -131,6 +139,22 @@ pub fn answer_lines_ahead<B>(
         }
         if framed < LOOKAHEAD {
             return Stopped::NeedInput;
+        }
+    }
+}
+
+/// Answers one parsed line: a request by the responder, a malformed line here, a blank line not at all.
+fn answer_parsed<B>(parsed: Parsed<'_>, responder: &mut impl Responder<B>, output: &mut BytesMut) -> ControlFlow<B> {
+    match parsed {
+        Parsed::Request(request) => responder.answer(request, output),
+        Parsed::Blank => ControlFlow::Continue(()),
+        Parsed::Error(error @ RequestError::UnknownCommand(_)) => {
+            reply::error(output, &error.to_string());
+            ControlFlow::Continue(())
+        }
+        Parsed::Error(RequestError::BadArguments(message)) => {
+            reply::client_error(output, &message);
+            ControlFlow::Continue(())
         }
     }
 }
