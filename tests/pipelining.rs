@@ -290,3 +290,67 @@ async fn replies_before_quit_arrive_in_full_even_if_the_client_sends_more_after_
     c.expect_closed().await;
     stop(server).await;
 }
+
+/// A pool of 40,000 keys is past the size from which the server looks ahead at a pipelined batch before
+/// answering it (32,768 keys; see `pool/lookahead.rs`). Rounds of one write each (releases of the keys the
+/// last round leased, 16 GETs, a PING, a DEL, a TOUCH, a delayed REL and requests for an unknown key) must
+/// be answered exactly as without it: in order, every GET a free key (never one leased in the same write,
+/// delayed or deleted), every held key released.
+#[tokio::test]
+async fn pipelines_into_a_pool_large_enough_to_be_looked_ahead_for_are_answered_exactly() {
+    let server = start(config()).await;
+    let mut c = Client::connect(server.addr()).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.extend(c.gen(10_000).await);
+    }
+    let unknown = "unknownunknownunknown000";
+    let mut held: Vec<String> = Vec::new();
+    let mut unavailable: HashSet<String> = HashSet::new();
+    for round in 0..40 {
+        let mut requests = String::new();
+        for id in &held {
+            requests.push_str(&format!("REL {id}\n"));
+        }
+        requests.push_str(&"GET\n".repeat(16));
+        // Keys 0..40 are deleted, one a round; pinged keys come from further on.
+        let deleted = &ids[round];
+        let pinged = &ids[1000 + round * 37];
+        requests.push_str(&format!("PING {pinged}\nDEL {deleted}\nTOUCH {unknown}\nREL {unknown}\nINFO {unknown}\n"));
+        c.send(requests).await;
+        for id in &held {
+            assert_eq!(c.line().await, "RELEASED", "round {round}: REL {id}");
+        }
+        let mut leased: Vec<String> = Vec::new();
+        for _ in 0..16 {
+            let id = key_of(&c.line().await);
+            assert!(!unavailable.contains(&id), "round {round}: {id} was leased while delayed or deleted");
+            assert!(!leased.contains(&id), "round {round}: {id} leased twice in one write");
+            leased.push(id);
+        }
+        assert_eq!(c.line().await, "ALIVE", "round {round}: PING");
+        assert_eq!(c.line().await, "DELETED", "round {round}: DEL");
+        for request in ["TOUCH", "REL", "INFO"] {
+            assert_eq!(c.line().await, "NOT_FOUND", "round {round}: {request} of an unknown id");
+        }
+        // A key leased now and deleted just above is gone: it is not held any more.
+        leased.retain(|id| id != deleted);
+        unavailable.insert(deleted.clone());
+        // One key a round is given back with a delay instead, in a write of its own.
+        if let Some(id) = leased.pop() {
+            assert_eq!(c.cmd(&format!("REL {id} 1h")).await, "RELEASED");
+            unavailable.insert(id);
+        }
+        held = leased;
+    }
+    let stats = c.stats().await;
+    let delayed = unavailable.len() as u64 - 40;
+    assert_eq!(num(&stats, "keys"), 40_000 - 40);
+    assert_eq!(num(&stats, "keys_blocked"), held.len() as u64);
+    assert_eq!(num(&stats, "keys_delayed"), delayed);
+    assert_eq!(num(&stats, "keys_free"), 40_000 - 40 - held.len() as u64 - delayed);
+    for id in &held {
+        assert_eq!(c.state(id).await.as_deref(), Some("blocked"));
+    }
+    stop(server).await;
+}
