@@ -10,7 +10,8 @@
 //! the hash's top bits and walks on through neighbouring buckets, mostly within that first cache line,
 //! so [`IdIndex::prefetch`] can start loading it before the lookup runs (see `lookahead.rs`).
 //!
-//! - **Load.** The table grows (doubling) before it is three quarters full, so probes stay short.
+//! - **Load.** The table grows (doubling) so that it is never more than three quarters full, so probes
+//!   stay short.
 //! - **Deletion** shifts the entries after the hole back instead of leaving tombstones, so a table that
 //!   sees many deletes never slows down or needs a rebuild; an entry's home bucket is read off its tag,
 //!   without hashing its id again.
@@ -37,8 +38,9 @@ const EMPTY: u64 = u64::MAX;
 /// The fewest buckets a table that holds anything has.
 const MIN_BUCKETS: usize = 16;
 
-/// The most buckets: a home bucket is chosen by tag bits, of which there are 32.
-const MAX_BUCKETS: usize = 1 << 32;
+/// The most buckets: a home bucket is chosen by tag bits, of which there are 32. (A `u64`, so that the
+/// crate still compiles where `usize` is 32 bits wide.)
+const MAX_BUCKETS: u64 = 1 << 32;
 
 /// Maps ids to slots of a `Slab<KeyRecord>`; every operation takes that slab to read ids from.
 #[derive(Default)]
@@ -64,10 +66,16 @@ impl IdIndex {
     }
 
     /// Makes room for `additional` more ids without growing the table on the way.
+    ///
+    /// # Panics
+    /// Past [`super::MAX_POOL_KEYS`] ids, which the table cannot hold: the pool refuses keys before that.
     pub fn reserve(&mut self, additional: usize) {
         let wanted = self.len.saturating_add(additional);
         if wanted > max_load(self.buckets.len()) {
-            self.grow_to(buckets_for(wanted));
+            let buckets = buckets_for(wanted);
+            // A full table would make every probe for a missing id endless: refuse loudly instead.
+            assert!(wanted <= max_load(buckets), "the id index holds at most {} ids", super::MAX_POOL_KEYS);
+            self.grow_to(buckets);
         }
     }
 
@@ -101,6 +109,8 @@ impl IdIndex {
             }
             let home = self.home(entry);
             if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
+                // The hole lies between the entry's home and the entry: moving it back keeps it reachable.
+                debug_assert!(hole.wrapping_sub(home) & mask < at.wrapping_sub(home) & mask);
                 self.buckets[hole] = entry;
                 hole = at;
             }
@@ -137,13 +147,11 @@ impl IdIndex {
 
     /// The bucket a probe for `entry`'s tag starts at: the tag's top bits.
     fn home(&self, entry: u64) -> usize {
-        let bits = self.buckets.len().trailing_zeros();
         // With one bucket or none there is nothing to choose (and a shift by 64 would overflow).
-        if bits == 0 {
-            0
-        } else {
-            (entry >> (64 - bits)) as usize
+        if self.buckets.len() <= 1 {
+            return 0;
         }
+        (entry >> (64 - self.buckets.len().trailing_zeros())) as usize
     }
 
     /// The bucket holding `id`.
@@ -210,10 +218,11 @@ fn max_load(buckets: usize) -> usize {
     buckets / 4 * 3
 }
 
-/// The fewest buckets, a power of two, that hold `entries` within the load limit.
+/// The fewest buckets, a power of two, that hold `entries` within the load limit; at most
+/// [`MAX_BUCKETS`], which may then be too few.
 fn buckets_for(entries: usize) -> usize {
     let mut buckets = MIN_BUCKETS;
-    while max_load(buckets) < entries && buckets < MAX_BUCKETS {
+    while max_load(buckets) < entries && (buckets as u64) < MAX_BUCKETS {
         buckets *= 2;
     }
     buckets
@@ -322,6 +331,89 @@ mod tests {
         }
         assert_eq!(index.buckets.len(), 64, "churn at a steady size never grows the table");
         assert_finds_all(&keys, &index);
+    }
+
+    /// Every entry is reachable from its home without crossing an empty bucket, and the count is right.
+    fn assert_runs_unbroken(index: &IdIndex) {
+        let mask = index.buckets.len().wrapping_sub(1);
+        let mut entries = 0;
+        for (at, &entry) in index.buckets.iter().enumerate() {
+            if entry == EMPTY {
+                continue;
+            }
+            entries += 1;
+            let mut probe = index.home(entry);
+            while probe != at {
+                assert_ne!(index.buckets[probe], EMPTY, "a hole between the home of bucket {at} and it");
+                probe = (probe + 1) & mask;
+            }
+        }
+        assert_eq!(entries, index.len);
+        assert!(index.len <= max_load(index.buckets.len()));
+    }
+
+    /// Random inserts, batch inserts, reserves and removals against a `HashMap`, on small tables so that
+    /// runs wrap past the end and growth happens at exactly the load limit.
+    #[test]
+    fn random_operations_agree_with_a_hash_map() {
+        use rand::rngs::SmallRng;
+        use rand::{RngExt, SeedableRng};
+        use std::collections::HashMap;
+
+        for seed in 0..60u64 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut ids = KeyIdGenerator::from_seed(seed);
+            let mut keys: Slab<KeyRecord> = Slab::new();
+            let mut index = IdIndex::default();
+            let mut model: HashMap<KeyId, Slot> = HashMap::new();
+            let most = [5usize, 12, 13, 24, 48, 49, 100, 400][seed as usize % 8];
+            for _ in 0..1500 {
+                match rng.random_range(0..10) {
+                    0..=3 if keys.len() < most => {
+                        let slot = keys.insert(record(ids.next_id())) as Slot;
+                        index.insert(&keys, slot);
+                        model.insert(keys[slot as usize].id, slot);
+                    }
+                    4 if keys.len() < most => {
+                        let count = rng.random_range(0..=most - keys.len());
+                        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id())) as Slot).collect();
+                        index.insert_many(&keys, &slots);
+                        model.extend(slots.iter().map(|&slot| (keys[slot as usize].id, slot)));
+                    }
+                    5 => index.reserve(rng.random_range(0..64)),
+                    _ if !keys.is_empty() => {
+                        let victim = keys.iter().nth(rng.random_range(0..keys.len())).map(|(slot, _)| slot);
+                        let victim = victim.expect("a key");
+                        let id = keys[victim].id;
+                        assert_eq!(index.remove(&keys, &id), Some(victim as Slot));
+                        assert_eq!(index.remove(&keys, &id), None);
+                        keys.remove(victim);
+                        model.remove(&id);
+                    }
+                    _ => {}
+                }
+                assert_runs_unbroken(&index);
+            }
+            for (id, &slot) in &model {
+                assert_eq!(index.find(&keys, id), Some(slot));
+            }
+        }
+    }
+
+    #[test]
+    fn a_table_of_one_bucket_or_none_has_every_home_at_zero() {
+        let mut index = IdIndex::default();
+        assert_eq!(index.home(EMPTY - 1), 0);
+        index.buckets = vec![EMPTY; 1];
+        assert_eq!(index.home(EMPTY - 1), 0);
+        index.buckets = vec![EMPTY; 2];
+        assert_eq!(index.home(1u64 << 63), 1);
+    }
+
+    #[test]
+    fn the_largest_table_holds_exactly_the_largest_pool() {
+        assert_eq!(max_load(MAX_BUCKETS as usize), crate::pool::MAX_POOL_KEYS);
+        assert_eq!(buckets_for(crate::pool::MAX_POOL_KEYS), MAX_BUCKETS as usize);
     }
 
     #[test]

@@ -26,6 +26,8 @@ use super::record::Slot;
 use super::Pool;
 
 /// The most random draws a pool keeps ahead. Hints beyond it are ignored; leases use the draws in order.
+/// Draws a batch left unused (it broke off early, its leases went to another pool or were refused) are
+/// dropped by the next look-ahead, so that each batch's leases use the draws made for them.
 const MAX_AHEAD: usize = 64;
 
 /// Pools smaller than this are not prepared for: their records (64 bytes a key) fit in a core's L2 cache
@@ -97,6 +99,9 @@ impl Pool {
 
     /// [`Pool::prepare`] whatever the pool's size.
     pub(super) fn look_ahead(&mut self, upcoming: &[Upcoming]) {
+        // Unused draws would be taken first by the leases below, whose prefetches would then all miss.
+        // Dropping them is safe: each draw is independent of everything, so the rest stay uniform.
+        self.ahead.draws.clear();
         // Per lease: the position its draw will pick, and the free list's length then.
         let mut leases = [(0usize, 0usize); LOOKAHEAD_LEASES];
         let mut foreseen = 0;

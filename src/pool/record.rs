@@ -11,8 +11,8 @@ use super::clock::Millis;
 use super::key_id::KeyId;
 use super::list::{Linked, Links, NIL};
 
-/// A slot number in the pool's slab. `u32` because the pool never holds more than `u32::MAX - 1` keys,
-/// and because records store several of them.
+/// A slot number in the pool's slab. `u32` because the pool never holds more than
+/// [`super::MAX_POOL_KEYS`] keys (fewer than `u32::MAX`), and because records store several of them.
 pub type Slot = u32;
 
 /// Where a key is in its life.

@@ -14,7 +14,7 @@ use bytes::{Buf, BytesMut};
 use super::framing::{self, Line, LineTooLong};
 use super::{reply, Request, RequestError};
 
-/// Why [`answer_lines`] returned.
+/// Why [`answer_lines`] or [`answer_lines_ahead`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped<B> {
     /// Every complete line was answered; what is left of the input is at most a partial line.

@@ -238,12 +238,14 @@ impl Responder<Progress> for BatchResponder<'_, '_> {
     fn ahead(&mut self, requests: &mut dyn Iterator<Item = Request<'_>>) {
         let mut upcoming = [Upcoming::Lease; codec::LOOKAHEAD];
         let mut foreseen = 0;
-        for hint in requests.filter_map(|request| execute::upcoming(&request)) {
+        for hint in requests.filter_map(|request| execute::upcoming(&request)).take(codec::LOOKAHEAD) {
             upcoming[foreseen] = hint;
             foreseen += 1;
         }
         // A single request has nothing to overlap its loads with.
         if foreseen > 1 {
+            // The batch's time includes its look-ahead.
+            self.batch.start();
             execute::look_ahead(&upcoming[..foreseen], self.lock.get(), self.shared, self.session);
         }
     }

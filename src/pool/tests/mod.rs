@@ -484,6 +484,27 @@ fn only_a_pool_too_large_for_the_caches_is_prepared_for() {
     });
 }
 
+/// A batch that breaks off before its leases run (its output filled, a GET waits) is shown again, and
+/// looked ahead at again: the draws it left must not pile up in front of the next batch's leases, which
+/// would then use draws made for others and miss every prefetch.
+#[test]
+fn draws_a_batch_left_unused_do_not_pile_up() {
+    paused(async {
+        let mut pool = pool();
+        generate(&mut pool, 200);
+        pool.look_ahead(&[Upcoming::Lease; 32]);
+        for _ in 0..5 {
+            pool.get().expect("a free key");
+        }
+        pool.look_ahead(&[Upcoming::Lease; 27]);
+        assert_eq!(pool.ahead.len(), 27);
+        for _ in 0..27 {
+            pool.get().expect("a free key");
+        }
+        assert_eq!(pool.ahead.len(), 0, "the batch's leases used exactly the draws made for them");
+    });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // REL
 
