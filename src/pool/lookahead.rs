@@ -25,16 +25,11 @@ use super::prefetch::prefetch;
 use super::record::Slot;
 use super::Pool;
 
-/// The most random draws a pool keeps ahead. Hints beyond it are ignored; leases use the draws in order.
-/// Draws a batch left unused (it broke off early, its leases went to another pool or were refused) are
-/// dropped by the next look-ahead, so that each batch's leases use the draws made for them.
-const MAX_AHEAD: usize = 64;
-
 /// Pools smaller than this are not prepared for: their records (64 bytes a key) fit in a core's L2 cache
 /// (1-2 MB on current x86), so there is nothing to overlap and the look-ahead would be pure cost.
 pub(super) const PREPARE_FROM_KEYS: usize = 1 << 15;
 
-/// The most leases one [`Pool::prepare`] looks ahead for.
+/// The most leases one [`Pool::prepare`] looks ahead for, and so the most draws a pool keeps ahead.
 const LOOKAHEAD_LEASES: usize = 32;
 
 /// What one request of a batch will ask of a pool.
@@ -48,7 +43,9 @@ pub enum Upcoming {
     Key(KeyId),
 }
 
-/// Random numbers drawn for leases to come, oldest first.
+/// Random numbers drawn for leases to come, oldest first; leases use them in order. Draws a batch left
+/// unused (it broke off early, its leases went to another pool or were refused) are dropped by the next
+/// look-ahead, so that each batch's leases use the draws made for them.
 #[derive(Default)]
 pub struct DrawsAhead {
     draws: VecDeque<u64>,
@@ -108,9 +105,7 @@ impl Pool {
         let mut free_len = self.free.len();
         for request in upcoming {
             match request {
-                Upcoming::Lease
-                    if free_len > 0 && foreseen < LOOKAHEAD_LEASES && self.ahead.draws.len() < MAX_AHEAD =>
-                {
+                Upcoming::Lease if free_len > 0 && self.ahead.draws.len() < LOOKAHEAD_LEASES => {
                     let draw = self.chooser.next_u64();
                     self.ahead.draws.push_back(draw);
                     if let Some(position) = scale(draw, free_len) {
