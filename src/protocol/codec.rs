@@ -100,8 +100,9 @@ pub fn answer_lines_ahead<B>(
             }
         }
         let mut lines: [Option<(Parsed<'_>, usize)>; LOOKAHEAD] = [const { None }; LOOKAHEAD];
-        let mut framed = 0;
-        let mut offset = 0;
+        lines[0] = Some((Parsed::from(Request::parse(&input[..first.len])), first.consumed));
+        let mut framed = 1;
+        let mut offset = first.consumed;
         let mut too_long = false;
         while framed < LOOKAHEAD {
             match framing::next_line(&input[offset..], max_line) {
@@ -517,6 +518,13 @@ mod tests {
             written,
             b"OK\r\nKEY abcdefghijklmnopqrstuvwx\r\nKEY abcdefghijklmnopqrstuvwx\r\nEND\r\nCLIENT_ERROR line too long\r\n"
         );
+    }
+
+    #[test]
+    fn a_lone_line_before_a_long_partial_line_is_answered_and_then_everything_stops() {
+        let (written, ending) = serve([&b"PING\nAAAAAAAAAAAAAAAAAAAA"[..], b"\nPING\n"], 10);
+        assert_eq!(ending, Ending::LineTooLong);
+        assert_eq!(written, b"OK\r\nCLIENT_ERROR line too long\r\n");
     }
 
     #[test]

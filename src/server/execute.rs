@@ -62,10 +62,7 @@ fn apply(
 ) -> Executed {
     tracing::debug!(?request, pool = session.pool_name(), "request");
     let config = &shared.config;
-    let auth_on = config.auth.is_enabled();
-    if auth_on
-        && session.grant.is_none()
-        && !matches!(request, Request::Auth { .. } | Request::Health | Request::Version)
+    if unauthenticated(shared, session) && !matches!(request, Request::Auth { .. } | Request::Health | Request::Version)
     {
         // Refused, not served: it counts under no command.
         reply::error(out, "NOAUTH authentication required");
@@ -165,7 +162,7 @@ fn apply(
                 pool_stats(name, &figures.unwrap_or_default(), out);
             }
         }
-        Request::Auth { .. } if !auth_on => reply::client_error(out, "authentication is not enabled"),
+        Request::Auth { .. } if !config.auth.is_enabled() => reply::client_error(out, "authentication is not enabled"),
         Request::Auth { token } => match config.auth.authenticate(token.0) {
             Ok(grant) => {
                 tracing::debug!(?grant, "authenticated");
@@ -285,7 +282,7 @@ pub fn upcoming(request: &Request<'_>) -> Option<Upcoming> {
 /// Tells the connection's pool what the next requests of a batch will ask of it (see
 /// `pool/lookahead.rs`). Nothing for a connection that may not use the pool yet.
 pub fn look_ahead(upcoming: &[Upcoming], locked: &mut Locked, shared: &Shared, session: &mut Session<'_>) {
-    if shared.config.auth.is_enabled() && session.grant.is_none() {
+    if unauthenticated(shared, session) {
         return;
     }
     if let Some(pool) = session.current_pool(&locked.pools) {
@@ -300,6 +297,11 @@ fn on_key<T>(locked: &mut Locked, session: &mut Session<'_>, act: impl FnOnce(&m
     let outcome = act(in_pool(locked, pool));
     locked.pools.drop_if_idle(pool);
     Some(outcome)
+}
+
+/// Whether authentication is on and the connection has not passed it yet.
+fn unauthenticated(shared: &Shared, session: &Session<'_>) -> bool {
+    shared.config.auth.is_enabled() && session.grant.is_none()
 }
 
 /// Whether the connection's grant (if authentication is on) does not allow `pool`.
