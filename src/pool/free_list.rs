@@ -5,6 +5,8 @@
 //! why the operations here report which slot moved: the caller stores its new position in that slot's
 //! record. The list itself holds slots only and knows nothing of records.
 
+use super::huge_pages;
+
 /// Slots of the free keys, in no particular order.
 #[derive(Default, Debug)]
 pub struct FreeList {
@@ -22,12 +24,15 @@ pub struct Removed {
 impl FreeList {
     /// Makes room for `additional` more free keys.
     pub fn reserve(&mut self, additional: usize) {
-        self.slots.reserve(additional);
+        huge_pages::reserve(&mut self.slots, additional);
     }
 
     /// Appends `slot`; returns the position it now holds.
     pub fn push(&mut self, slot: u32) -> u32 {
         let position = self.position_of_next();
+        if self.slots.len() == self.slots.capacity() {
+            huge_pages::reserve(&mut self.slots, 1);
+        }
         self.slots.push(slot);
         position
     }

@@ -2,7 +2,7 @@
 //!
 //! A `HashMap<KeyId, Slot>` would hold every 24-byte id a second time. This table holds, per bucket, one
 //! `u64`: the slot number and the top 32 bits of the id's hash (its *tag*). It compares ids through the
-//! slab, which already has them, and only when the tags agree.
+//! records, which already have them, and only when the tags agree.
 //!
 //! It is a linear-probing table of its own rather than hashbrown's, for what a pool of millions of keys
 //! costs: there, every lookup is a cache miss, and hashbrown spends two (its control bytes and its slot
@@ -26,11 +26,12 @@
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
-use slab::Slab;
 
+use super::huge_pages;
 use super::key_id::KeyId;
 use super::prefetch::prefetch;
-use super::record::{KeyRecord, Slot};
+use super::record::Slot;
+use super::records::Records;
 
 /// A bucket with no entry. Never a real entry: its slot part would be `u32::MAX`, which no key has.
 const EMPTY: u64 = u64::MAX;
@@ -42,7 +43,7 @@ const MIN_BUCKETS: usize = 16;
 /// crate still compiles where `usize` is 32 bits wide.)
 const MAX_BUCKETS: u64 = 1 << 32;
 
-/// Maps ids to slots of a `Slab<KeyRecord>`; every operation takes that slab to read ids from.
+/// Maps ids to slots of the pool's [`Records`]; every operation takes them to read ids from.
 #[derive(Default)]
 pub struct IdIndex {
     /// `EMPTY` or `tag << 32 | slot`; the length is zero or a power of two.
@@ -53,14 +54,14 @@ pub struct IdIndex {
 
 impl IdIndex {
     /// The slot holding `id`, if any. O(1) expected.
-    pub fn find(&self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<Slot> {
+    pub fn find(&self, keys: &Records, id: &KeyId) -> Option<Slot> {
         self.position(keys, id).map(|at| slot_of(self.buckets[at]))
     }
 
     /// Records that `slot` holds `keys[slot].id`, which must not be in the index yet.
-    pub fn insert(&mut self, keys: &Slab<KeyRecord>, slot: Slot) {
+    pub fn insert(&mut self, keys: &Records, slot: Slot) {
         self.reserve(1);
-        let entry = entry(self.tag(&keys[slot as usize].id), slot);
+        let entry = entry(self.tag(&keys[slot].id), slot);
         self.place(entry);
         self.len += 1;
     }
@@ -82,9 +83,9 @@ impl IdIndex {
     /// Indexes many slots at once, in the order of the buckets they land in, so that filling a large
     /// table walks its memory once instead of jumping to a random bucket per key (a cache miss each):
     /// what loading a snapshot of millions of keys spends most of its time on otherwise.
-    pub fn insert_many(&mut self, keys: &Slab<KeyRecord>, slots: &[Slot]) {
+    pub fn insert_many(&mut self, keys: &Records, slots: &[Slot]) {
         self.reserve(slots.len());
-        let mut entries: Vec<u64> = slots.iter().map(|&slot| entry(self.tag(&keys[slot as usize].id), slot)).collect();
+        let mut entries: Vec<u64> = slots.iter().map(|&slot| entry(self.tag(&keys[slot].id), slot)).collect();
         // Sorting by tag is sorting by home bucket: homes are the tags' top bits.
         entries.sort_unstable_by_key(|&entry| entry >> 32);
         for entry in entries {
@@ -94,7 +95,7 @@ impl IdIndex {
     }
 
     /// Forgets `id`. Returns the slot it was at.
-    pub fn remove(&mut self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<Slot> {
+    pub fn remove(&mut self, keys: &Records, id: &KeyId) -> Option<Slot> {
         let mut hole = self.position(keys, id)?;
         let slot = slot_of(self.buckets[hole]);
         // Close the hole: an entry further along the run moves back into it unless the hole lies before
@@ -155,7 +156,7 @@ impl IdIndex {
     }
 
     /// The bucket holding `id`.
-    fn position(&self, keys: &Slab<KeyRecord>, id: &KeyId) -> Option<usize> {
+    fn position(&self, keys: &Records, id: &KeyId) -> Option<usize> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -167,7 +168,7 @@ impl IdIndex {
             if entry == EMPTY {
                 return None;
             }
-            if tag_of(entry) == tag && keys[slot_of(entry) as usize].id == *id {
+            if tag_of(entry) == tag && keys[slot_of(entry)].id == *id {
                 return Some(at);
             }
             at = (at + 1) & mask;
@@ -192,7 +193,11 @@ impl IdIndex {
     }
 
     fn grow_to(&mut self, buckets: usize) {
-        let old = std::mem::replace(&mut self.buckets, vec![EMPTY; buckets]);
+        let mut table = Vec::new();
+        // Advised before it is written, so that the kernel can back it with 2 MB pages from the start.
+        huge_pages::reserve(&mut table, buckets);
+        table.resize(buckets, EMPTY);
+        let old = std::mem::replace(&mut self.buckets, table);
         // The old table's entries come out in home order (but for a run wrapping past its end), so the
         // new table is written front to back too.
         for entry in old.into_iter().filter(|&entry| entry != EMPTY) {
@@ -231,28 +236,18 @@ fn buckets_for(entries: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::clock::Millis;
     use crate::pool::key_id::KeyIdGenerator;
-    use crate::pool::list::Links;
-    use crate::pool::record::{Place, NO_SECRET};
+    use crate::pool::record::KeyRecord;
 
     fn record(id: KeyId) -> KeyRecord {
-        KeyRecord {
-            id,
-            links: Links::UNLINKED,
-            place: Place::Free { position: 0 },
-            leases: 0,
-            secret: NO_SECRET,
-            created_ms: 0,
-            alive_until: Millis(0),
-        }
+        KeyRecord::bare(id)
     }
 
     /// Indexes `count` fresh ids, one at a time or all at once.
-    fn filled(count: usize, at_once: bool) -> (Slab<KeyRecord>, IdIndex) {
+    fn filled(count: usize, at_once: bool) -> (Records, IdIndex) {
         let mut ids = KeyIdGenerator::from_seed(3);
-        let mut keys = Slab::new();
-        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id())) as Slot).collect();
+        let mut keys = Records::default();
+        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id()))).collect();
         let mut index = IdIndex::default();
         if at_once {
             index.insert_many(&keys, &slots);
@@ -264,11 +259,11 @@ mod tests {
         (keys, index)
     }
 
-    fn assert_finds_all(keys: &Slab<KeyRecord>, index: &IdIndex) {
+    fn assert_finds_all(keys: &Records, index: &IdIndex) {
         assert_eq!(index.len(), keys.len());
-        for (slot, record) in keys {
-            assert_eq!(index.find(keys, &record.id), Some(slot as Slot));
-            assert_eq!(index.likely_slot(&record.id), Some(slot as Slot));
+        for (slot, record) in keys.iter() {
+            assert_eq!(index.find(keys, &record.id), Some(slot));
+            assert_eq!(index.likely_slot(&record.id), Some(slot));
         }
     }
 
@@ -284,7 +279,7 @@ mod tests {
 
     #[test]
     fn an_empty_index_finds_nothing() {
-        let keys = Slab::new();
+        let keys = Records::default();
         let index = IdIndex::default();
         let id = KeyIdGenerator::from_seed(1).next_id();
         assert_eq!(index.find(&keys, &id), None);
@@ -296,13 +291,12 @@ mod tests {
     fn removal_keeps_every_other_id_findable() {
         let (mut keys, mut index) = filled(3000, false);
         // Remove every third key, in slot order, then the rest in reverse: holes in every part of runs.
-        let order: Vec<Slot> =
-            (0..3000).step_by(3).chain((0..3000).rev().filter(|slot| slot % 3 != 0)).map(|slot| slot as Slot).collect();
+        let order: Vec<Slot> = (0..3000).step_by(3).chain((0..3000).rev().filter(|slot| slot % 3 != 0)).collect();
         for (done, &slot) in order.iter().enumerate() {
-            let id = keys[slot as usize].id;
+            let id = keys[slot].id;
             assert_eq!(index.remove(&keys, &id), Some(slot));
             assert_eq!(index.remove(&keys, &id), None);
-            keys.remove(slot as usize);
+            keys.remove(slot);
             if done % 500 == 0 {
                 assert_finds_all(&keys, &index);
             }
@@ -314,7 +308,7 @@ mod tests {
     fn stays_correct_through_churn_at_its_load_limit() {
         // A small table kept at its fullest, with runs long enough to wrap past its end.
         let mut ids = KeyIdGenerator::from_seed(9);
-        let mut keys = Slab::new();
+        let mut keys = Records::default();
         let mut index = IdIndex::default();
         for _ in 0..max_load(64) {
             let slot = keys.insert(record(ids.next_id())) as Slot;
@@ -324,7 +318,7 @@ mod tests {
         for round in 0..20_000usize {
             let victim = keys.iter().nth(round % keys.len()).map(|(slot, _)| slot).unwrap_or(0);
             let id = keys[victim].id;
-            assert_eq!(index.remove(&keys, &id), Some(victim as Slot));
+            assert_eq!(index.remove(&keys, &id), Some(victim));
             keys.remove(victim);
             let slot = keys.insert(record(ids.next_id())) as Slot;
             index.insert(&keys, slot);
@@ -363,7 +357,7 @@ mod tests {
         for seed in 0..60u64 {
             let mut rng = SmallRng::seed_from_u64(seed);
             let mut ids = KeyIdGenerator::from_seed(seed);
-            let mut keys: Slab<KeyRecord> = Slab::new();
+            let mut keys: Records = Records::default();
             let mut index = IdIndex::default();
             let mut model: HashMap<KeyId, Slot> = HashMap::new();
             let most = [5usize, 12, 13, 24, 48, 49, 100, 400][seed as usize % 8];
@@ -372,20 +366,20 @@ mod tests {
                     0..=3 if keys.len() < most => {
                         let slot = keys.insert(record(ids.next_id())) as Slot;
                         index.insert(&keys, slot);
-                        model.insert(keys[slot as usize].id, slot);
+                        model.insert(keys[slot].id, slot);
                     }
                     4 if keys.len() < most => {
                         let count = rng.random_range(0..=most - keys.len());
-                        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id())) as Slot).collect();
+                        let slots: Vec<Slot> = (0..count).map(|_| keys.insert(record(ids.next_id()))).collect();
                         index.insert_many(&keys, &slots);
-                        model.extend(slots.iter().map(|&slot| (keys[slot as usize].id, slot)));
+                        model.extend(slots.iter().map(|&slot| (keys[slot].id, slot)));
                     }
                     5 => index.reserve(rng.random_range(0..64)),
                     _ if !keys.is_empty() => {
                         let victim = keys.iter().nth(rng.random_range(0..keys.len())).map(|(slot, _)| slot);
                         let victim = victim.expect("a key");
                         let id = keys[victim].id;
-                        assert_eq!(index.remove(&keys, &id), Some(victim as Slot));
+                        assert_eq!(index.remove(&keys, &id), Some(victim));
                         assert_eq!(index.remove(&keys, &id), None);
                         keys.remove(victim);
                         model.remove(&id);

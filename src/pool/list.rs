@@ -32,6 +32,24 @@ impl Links {
     pub const UNLINKED: Links = Links { prev: NIL, next: NIL };
 }
 
+/// Storage the entries of a list live in, by number: a `Slab`, or the pool's own `Records`.
+pub trait Entries<T> {
+    #[cfg(test)]
+    fn entry(&self, at: u32) -> &T;
+    fn entry_mut(&mut self, at: u32) -> &mut T;
+}
+
+impl<T> Entries<T> for Slab<T> {
+    #[cfg(test)]
+    fn entry(&self, at: u32) -> &T {
+        &self[at as usize]
+    }
+
+    fn entry_mut(&mut self, at: u32) -> &mut T {
+        &mut self[at as usize]
+    }
+}
+
 /// An entry that carries links for one kind of list, named by `Tag`.
 pub trait Linked<Tag = ()> {
     fn links(&mut self) -> &mut Links;
@@ -69,34 +87,34 @@ impl<Tag> List<Tag> {
     }
 
     /// Appends `at`, which must not be on any list of this kind.
-    pub fn push_back<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
-        debug_assert_eq!(*entries[at as usize].links(), Links::UNLINKED);
-        *entries[at as usize].links() = Links { prev: self.tail, next: NIL };
+    pub fn push_back<T: Linked<Tag>>(&mut self, entries: &mut impl Entries<T>, at: u32) {
+        debug_assert_eq!(*entries.entry_mut(at).links(), Links::UNLINKED);
+        *entries.entry_mut(at).links() = Links { prev: self.tail, next: NIL };
         match self.tail {
             NIL => self.head = at,
-            tail => entries[tail as usize].links().next = at,
+            tail => entries.entry_mut(tail).links().next = at,
         }
         self.tail = at;
         self.len += 1;
     }
 
     /// Takes `at`, which must be on this list, off it.
-    pub fn unlink<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
-        let Links { prev, next } = *entries[at as usize].links();
+    pub fn unlink<T: Linked<Tag>>(&mut self, entries: &mut impl Entries<T>, at: u32) {
+        let Links { prev, next } = *entries.entry_mut(at).links();
         match prev {
             NIL => self.head = next,
-            prev => entries[prev as usize].links().next = next,
+            prev => entries.entry_mut(prev).links().next = next,
         }
         match next {
             NIL => self.tail = prev,
-            next => entries[next as usize].links().prev = prev,
+            next => entries.entry_mut(next).links().prev = prev,
         }
-        *entries[at as usize].links() = Links::UNLINKED;
+        *entries.entry_mut(at).links() = Links::UNLINKED;
         self.len -= 1;
     }
 
     /// Takes the oldest entry off the list and returns it.
-    pub fn pop_front<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>) -> Option<u32> {
+    pub fn pop_front<T: Linked<Tag>>(&mut self, entries: &mut impl Entries<T>) -> Option<u32> {
         let head = self.head()?;
         self.unlink(entries, head);
         Some(head)
@@ -105,12 +123,12 @@ impl<Tag> List<Tag> {
     /// The entries from head to tail, checking every back link, the tail and the length on the way;
     /// `links` reads an entry's links of this list. O(len): for tests.
     #[cfg(test)]
-    pub fn walk<T>(&self, entries: &Slab<T>, links: impl Fn(&T) -> Links) -> Vec<u32> {
+    pub fn walk<T>(&self, entries: &impl Entries<T>, links: impl Fn(&T) -> Links) -> Vec<u32> {
         let mut walked = Vec::new();
         let mut previous = NIL;
         let mut cursor = self.head;
         while cursor != NIL {
-            let Links { prev, next } = links(&entries[cursor as usize]);
+            let Links { prev, next } = links(entries.entry(cursor));
             assert_eq!(prev, previous, "the back link of {cursor}");
             walked.push(cursor);
             previous = cursor;
@@ -122,7 +140,7 @@ impl<Tag> List<Tag> {
     }
 
     /// Moves `at`, which must be on this list, to the tail.
-    pub fn move_to_back<T: Linked<Tag>>(&mut self, entries: &mut Slab<T>, at: u32) {
+    pub fn move_to_back<T: Linked<Tag>>(&mut self, entries: &mut impl Entries<T>, at: u32) {
         if self.tail != at {
             self.unlink(entries, at);
             self.push_back(entries, at);

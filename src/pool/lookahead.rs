@@ -126,7 +126,9 @@ impl Pool {
             }
         }
         // The records: of the keys named, of the keys the leases will draw, and of the keys at the end
-        // of the free list then, which each lease moves into the hole it leaves.
+        // of the free list then, which each lease moves into the hole it leaves. By slot alone: reading a
+        // record here (as `slab` must, to check that a slot is occupied) would wait for the very load
+        // being started, one record after another.
         for request in upcoming {
             if let Upcoming::Release(id) | Upcoming::Key(id) = request {
                 self.prefetch_record(self.index.likely_slot(id));
@@ -139,8 +141,8 @@ impl Pool {
     }
 
     fn prefetch_record(&self, slot: Option<Slot>) {
-        if let Some(record) = slot.and_then(|slot| self.keys.get(slot as usize)) {
-            prefetch(record);
+        if let Some(slot) = slot {
+            self.keys.prefetch(slot);
         }
     }
 }

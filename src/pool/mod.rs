@@ -3,7 +3,8 @@
 //!
 //! Every operation is O(1) (expected, for the hash lookups) in the number of keys:
 //!
-//! - keys live in a [`Slab`] and are named inside the engine by their slot number;
+//! - key records live in [`Records`], a slab of the engine's own, and are named inside the engine by
+//!   their slot number;
 //! - an [`IdIndex`] maps ids to slots without storing ids twice, one `u64` bucket per id;
 //! - a [`FreeList`] holds the free slots, and each free record knows its position there, so GET draws a
 //!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search;
@@ -39,6 +40,8 @@
 //! A caller with several requests in hand can tell the pool what is coming ([`Pool::prepare`]); the pool
 //! then starts loading the memory those requests will touch, so that in a pool far larger than the CPU's
 //! caches their cache misses overlap instead of adding up (see `lookahead.rs`). It changes nothing else.
+//! The largest arrays (records, free list, index) ask the kernel for 2 MB pages, for the same reason:
+//! a random access then seldom misses the TLB too (see `huge_pages.rs`).
 //!
 //! The owner (the server) keeps the pool behind a mutex and drives [`Pool::poll_expired`] from a
 //! background task; methods that set timers must be called inside a tokio runtime.
@@ -46,6 +49,7 @@
 mod changes;
 mod clock;
 mod free_list;
+mod huge_pages;
 mod index;
 mod key_id;
 mod lease;
@@ -53,6 +57,7 @@ mod list;
 mod lookahead;
 mod prefetch;
 mod record;
+mod records;
 mod registry;
 mod restore;
 mod secrets;
@@ -83,6 +88,7 @@ use lease::{ByDeadline, Holder, Lease, Timing};
 use list::{Links, List, NIL};
 use lookahead::DrawsAhead;
 use record::{KeyRecord, Place, Slot, NO_SECRET};
+use records::Records;
 use secrets::{OwnKeepalive, SecretEntry, Secrets};
 use waiters::{WaitState, Waiter};
 
@@ -257,7 +263,7 @@ enum Timer {
 pub struct Pool {
     config: PoolConfig,
     clock: Clock,
-    keys: Slab<KeyRecord>,
+    keys: Records,
     index: IdIndex,
     free: FreeList,
     leases: Slab<Lease>,
@@ -340,7 +346,7 @@ impl Pool {
         Pool {
             config,
             clock,
-            keys: Slab::new(),
+            keys: Records::default(),
             index: IdIndex::default(),
             free: FreeList::default(),
             leases: Slab::new(),
@@ -410,8 +416,8 @@ impl Pool {
         let now = self.clock.now();
         if let Some(entry) = self.secrets.find(secret) {
             let slot = self.secrets.get(entry).slot;
-            if self.keys[slot as usize].alive_until > now {
-                return Ok(Added::Exists(self.keys[slot as usize].id));
+            if self.keys[slot].alive_until > now {
+                return Ok(Added::Exists(self.keys[slot].id));
             }
             self.expire_key(slot);
         }
@@ -428,7 +434,7 @@ impl Pool {
         };
         let slot = self.insert_key(id, now, alive_until);
         let entry = self.secrets.insert(SecretEntry { bytes: secret.into(), slot, keepalive: mode });
-        self.keys[slot as usize].secret = entry;
+        self.keys[slot].secret = entry;
         match self.secrets.get(entry).keepalive {
             OwnKeepalive::Pool => {
                 self.keepalive.push_back(&mut self.keys, slot);
@@ -527,9 +533,9 @@ impl Pool {
             let Some(slot) = self.find_live(&grant.id, now) else {
                 return;
             };
-            if let Place::Blocked { lease } = self.keys[slot as usize].place {
+            if let Place::Blocked { lease } = self.keys[slot].place {
                 if self.leases[lease as usize].token == grant.token {
-                    let record = &mut self.keys[slot as usize];
+                    let record = &mut self.keys[slot];
                     record.leases = record.leases.saturating_sub(1);
                     self.log_placed(slot, PlaceImage::Free);
                     self.end_hold(lease, now);
@@ -566,7 +572,7 @@ impl Pool {
             let entry = &mut self.leases[lease as usize];
             entry.until = until;
             entry.timing = Timing::Timer(timer);
-            self.keys[slot as usize].place = Place::Delayed { lease };
+            self.keys[slot].place = Place::Delayed { lease };
             self.delayed += 1;
             self.log_placed(slot, PlaceImage::Delayed { until_ms: self.clock.unix_ms(until) });
         }
@@ -596,7 +602,7 @@ impl Pool {
         match self.find_live(id, self.clock.now()) {
             Some(slot) => {
                 if let Some((log, pool)) = &self.log {
-                    log.record(pool, &Change::Deleted { id: self.keys[slot as usize].id });
+                    log.record(pool, &Change::Deleted { id: self.keys[slot].id });
                 }
                 self.remove_key(slot);
                 true
@@ -611,11 +617,11 @@ impl Pool {
         let Some(slot) = self.find_live(id, now) else {
             return false;
         };
-        let secret = self.keys[slot as usize].secret;
+        let secret = self.keys[slot].secret;
         let own = (secret != NO_SECRET).then(|| &mut self.secrets.get_mut(secret).keepalive);
         match own {
             None | Some(OwnKeepalive::Pool) => {
-                self.keys[slot as usize].alive_until = now.after(self.config.keepalive_timeout);
+                self.keys[slot].alive_until = now.after(self.config.keepalive_timeout);
                 // Every key on the list shares one window and time only moves forward, so the pinged
                 // key now has the latest deadline of all: the tail is its place, and the list stays
                 // sorted.
@@ -624,14 +630,14 @@ impl Pool {
             Some(OwnKeepalive::Never) => {}
             Some(OwnKeepalive::Window { window, timer }) => {
                 let until = now.after(*window);
-                self.keys[slot as usize].alive_until = until;
+                self.keys[slot].alive_until = until;
                 if let Some(timer) = timer {
                     self.timers.reset_at(timer, self.clock.instant(until.min(now.after(TIMER_HORIZON))));
                 }
             }
         }
         if let Some((log, pool)) = &self.log {
-            let record = &self.keys[slot as usize];
+            let record = &self.keys[slot];
             if record.alive_until != NEVER {
                 let alive_until_ms = self.clock.unix_ms(record.alive_until);
                 log.record(pool, &Change::KeptAlive { id: record.id, alive_until_ms });
@@ -644,7 +650,7 @@ impl Pool {
     /// names a key, it first applies a deadline of the key's that has passed (and counts it).
     pub fn info(&mut self, id: &KeyId) -> Option<KeyInfo> {
         let slot = self.find_live(id, self.clock.now())?;
-        let record = &self.keys[slot as usize];
+        let record = &self.keys[slot];
         let unix_ms = |at| self.clock.unix_ms(at);
         let mut info = KeyInfo {
             id: record.id,
@@ -696,7 +702,7 @@ impl Pool {
             self.leases[lease as usize].holder = NIL;
             let slot = self.leases[lease as usize].slot;
             // A lease whose window has passed, unapplied yet, timed out; it is not the close's doing.
-            if self.leases[lease as usize].until <= now || self.keys[slot as usize].alive_until <= now {
+            if self.leases[lease as usize].until <= now || self.keys[slot].alive_until <= now {
                 continue;
             }
             self.log_placed(slot, PlaceImage::Free);
@@ -775,11 +781,11 @@ impl Pool {
     /// deleted, or treats a lease as held past its window.
     fn find_live(&mut self, id: &KeyId, now: Millis) -> Option<Slot> {
         let slot = self.index.find(&self.keys, id)?;
-        if self.keys[slot as usize].alive_until <= now {
+        if self.keys[slot].alive_until <= now {
             self.expire_key(slot);
             return None;
         }
-        match self.keys[slot as usize].place {
+        match self.keys[slot].place {
             Place::Free { .. } => {}
             Place::Blocked { lease } if self.leases[lease as usize].until <= now => self.time_out_lease(lease, now),
             Place::Delayed { lease } if self.leases[lease as usize].until <= now => self.end_hold(lease, now),
@@ -791,7 +797,7 @@ impl Pool {
     /// The lease a REL or TOUCH acts on: the key's current lease, if it is blocked and `token` (when
     /// given) names that lease. Otherwise the answer to give.
     fn current_lease(&self, slot: Slot, token: Option<u64>) -> Result<u32, Release> {
-        match (self.keys[slot as usize].place, token) {
+        match (self.keys[slot].place, token) {
             (Place::Blocked { lease }, None) => Ok(lease),
             (Place::Blocked { lease }, Some(token)) if self.leases[lease as usize].token == token => Ok(lease),
             (_, Some(_)) => Err(Release::Stale),
@@ -833,7 +839,7 @@ impl Pool {
             secret: NO_SECRET,
             created_ms,
             alive_until,
-        }) as Slot;
+        });
         self.index.insert(&self.keys, slot);
         slot
     }
@@ -847,7 +853,7 @@ impl Pool {
             }
             let position = self.ahead.position(self.free.len(), &mut self.chooser) as u32;
             let slot = self.free.get(position).expect("position drawn below the list's length");
-            if self.keys[slot as usize].alive_until > now {
+            if self.keys[slot].alive_until > now {
                 return Some(self.take_from_free_list(position));
             }
             // Work the expiry task would have done anyway, done now so that no dead key is handed out.
@@ -880,7 +886,7 @@ impl Pool {
                 holder.leases.push_back(&mut self.leases, lease);
             }
         }
-        let record = &mut self.keys[slot as usize];
+        let record = &mut self.keys[slot];
         record.place = Place::Blocked { lease };
         record.leases = record.leases.saturating_add(1);
         if self.log.is_some() {
@@ -899,14 +905,14 @@ impl Pool {
     /// Reports the key in `slot` now at `place`.
     fn log_placed(&self, slot: Slot, place: PlaceImage) {
         if let Some((log, pool)) = &self.log {
-            let record = &self.keys[slot as usize];
+            let record = &self.keys[slot];
             log.record(pool, &Change::Placed { id: record.id, leases: record.leases, place });
         }
     }
 
     /// Everything stored about the key in `slot`.
     fn image(&self, slot: Slot) -> KeyImage<'_> {
-        let record = &self.keys[slot as usize];
+        let record = &self.keys[slot];
         let secret = (record.secret != NO_SECRET).then(|| {
             let entry = self.secrets.get(record.secret);
             let mode = match entry.keepalive {
@@ -930,7 +936,7 @@ impl Pool {
 
     /// Where the key in `slot` is, as stored.
     fn place_image(&self, slot: Slot) -> PlaceImage {
-        match self.keys[slot as usize].place {
+        match self.keys[slot].place {
             Place::Free { .. } => PlaceImage::Free,
             Place::Blocked { lease } => {
                 let lease = &self.leases[lease as usize];
@@ -947,11 +953,11 @@ impl Pool {
     }
 
     fn leased(&self, slot: Slot, token: u64) -> Leased<'_> {
-        Leased { id: self.keys[slot as usize].id, token, secret: self.secret_of(slot) }
+        Leased { id: self.keys[slot].id, token, secret: self.secret_of(slot) }
     }
 
     fn secret_of(&self, slot: Slot) -> Option<&[u8]> {
-        let secret = self.keys[slot as usize].secret;
+        let secret = self.keys[slot].secret;
         (secret != NO_SECRET).then(|| &*self.secrets.get(secret).bytes)
     }
 
@@ -974,7 +980,7 @@ impl Pool {
     /// or onto the free list if there is none. A key past its keep-alive deadline goes onto the free
     /// list too, where the expiry (or a GET's draw) deletes it: it must not be handed to a waiter.
     fn make_free(&mut self, slot: Slot, now: Millis) {
-        if self.keys[slot as usize].alive_until > now {
+        if self.keys[slot].alive_until > now {
             while let Some(waiter) = self.wait_queue.pop_front(&mut self.waiters) {
                 if self.waiters[waiter as usize].until <= now {
                     self.end_wait(waiter);
@@ -985,7 +991,7 @@ impl Pool {
             }
         }
         let position = self.free.push(slot);
-        self.keys[slot as usize].place = Place::Free { position };
+        self.keys[slot].place = Place::Free { position };
     }
 
     /// Leases the key in `slot` to `waiter`, which the caller took off the queue, and wakes it.
@@ -994,7 +1000,7 @@ impl Pool {
             self.timers.remove(&timer);
         }
         let token = self.start_lease(slot, self.waiters[waiter as usize].terms, now);
-        let grant = Grant { id: self.keys[slot as usize].id, token, secret: self.secret_of(slot).map(Box::from) };
+        let grant = Grant { id: self.keys[slot].id, token, secret: self.secret_of(slot).map(Box::from) };
         let waiter = &mut self.waiters[waiter as usize];
         waiter.state = WaitState::Granted(grant);
         if let Some(waker) = waiter.waker.take() {
@@ -1024,7 +1030,7 @@ impl Pool {
     fn take_from_free_list(&mut self, position: u32) -> Slot {
         let removed = self.free.remove_at(position);
         if let Some(moved) = removed.moved {
-            self.keys[moved as usize].place = Place::Free { position };
+            self.keys[moved].place = Place::Free { position };
         }
         removed.slot
     }
@@ -1033,7 +1039,7 @@ impl Pool {
     /// its keep-alive list links or timer, its secret, its index entry, and finally the record (last,
     /// because the others read it).
     fn remove_key(&mut self, slot: Slot) {
-        match self.keys[slot as usize].place {
+        match self.keys[slot].place {
             Place::Free { position } => {
                 let taken = self.take_from_free_list(position);
                 debug_assert_eq!(taken, slot);
@@ -1043,7 +1049,7 @@ impl Pool {
                 self.drop_lease_entry(lease);
             }
         }
-        let secret = self.keys[slot as usize].secret;
+        let secret = self.keys[slot].secret;
         let on_keepalive_list = if secret == NO_SECRET {
             true
         } else {
@@ -1059,10 +1065,10 @@ impl Pool {
         if on_keepalive_list {
             self.keepalive.unlink(&mut self.keys, slot);
         }
-        let id = self.keys[slot as usize].id;
+        let id = self.keys[slot].id;
         let indexed = self.index.remove(&self.keys, &id);
         debug_assert_eq!(indexed, Some(slot));
-        self.keys.remove(slot as usize);
+        self.keys.remove(slot);
     }
 
     /// A lease's timer fired: the wheel has already dropped it. Every other way a lease ends removes its
@@ -1076,9 +1082,9 @@ impl Pool {
             return;
         }
         let slot = self.leases[lease as usize].slot;
-        match self.keys[slot as usize].place {
+        match self.keys[slot].place {
             // As in `expire_block_heads`: a key past its keep-alive too is deleted instead.
-            _ if self.keys[slot as usize].alive_until <= now => self.expire_key(slot),
+            _ if self.keys[slot].alive_until <= now => self.expire_key(slot),
             Place::Delayed { .. } => self.end_hold(lease, now),
             _ => self.time_out_lease(lease, now),
         }
@@ -1086,8 +1092,8 @@ impl Pool {
 
     /// A key's own keep-alive timer fired (the wheel has dropped it); the key is live, as for leases.
     fn on_key_timer(&mut self, slot: Slot, fired: Millis) {
-        let secret = self.keys[slot as usize].secret;
-        let until = self.keys[slot as usize].alive_until;
+        let secret = self.keys[slot].secret;
+        let until = self.keys[slot].alive_until;
         let rearm = until > self.clock.now();
         let timer = rearm.then(|| self.arm(Timer::KeyExpires { slot }, until, fired));
         if let OwnKeepalive::Window { timer: slot_timer, .. } = &mut self.secrets.get_mut(secret).keepalive {
@@ -1165,7 +1171,7 @@ impl Pool {
                     // A key whose keep-alive has passed too is deleted, counting the block as timed out
                     // only if it ended first: as if every deadline had been applied in its order.
                     let slot = self.leases[head as usize].slot;
-                    if self.keys[slot as usize].alive_until <= now {
+                    if self.keys[slot].alive_until <= now {
                         self.expire_key(slot);
                     } else {
                         self.time_out_lease(head, now);
@@ -1202,7 +1208,7 @@ impl Pool {
     fn drop_lease_entry(&mut self, lease: u32) -> Lease {
         self.unlink_from_holder(lease);
         let entry = self.leases.remove(lease as usize);
-        if let Place::Delayed { .. } = self.keys[entry.slot as usize].place {
+        if let Place::Delayed { .. } = self.keys[entry.slot].place {
             self.delayed -= 1;
         }
         entry
@@ -1220,7 +1226,7 @@ impl Pool {
     /// first, the lease counts as ended by timeout too: the counters come out the same whether the
     /// expiry task applied the two deadlines one by one or, running late, both at once.
     fn expire_key(&mut self, slot: Slot) {
-        let record = &self.keys[slot as usize];
+        let record = &self.keys[slot];
         if let Place::Blocked { lease } = record.place {
             if self.leases[lease as usize].until <= record.alive_until {
                 self.stats.released_by_timeout += 1;
@@ -1237,7 +1243,7 @@ impl Pool {
         let mut expired = 0;
         while expired < budget {
             match self.keepalive.head() {
-                Some(head) if self.keys[head as usize].alive_until <= now => {
+                Some(head) if self.keys[head].alive_until <= now => {
                     self.expire_key(head);
                     expired += 1;
                 }
@@ -1270,7 +1276,7 @@ impl Pool {
                 break;
             };
             let slot = self.free.get(last as u32).expect("the free list's last position");
-            if self.keys[slot as usize].alive_until <= now {
+            if self.keys[slot].alive_until <= now {
                 self.expire_key(slot);
             } else {
                 let taken = self.take_from_free_list(last as u32);
@@ -1288,7 +1294,7 @@ impl Pool {
     /// Arms the keep-alive timer for the head's deadline, unless it is already armed or the list is
     /// empty (see [`Self::arm_head_timer`]).
     fn arm_keepalive_timer_if_idle(&mut self, base: Millis) {
-        let head_deadline = self.keepalive.head().map(|head| self.keys[head as usize].alive_until);
+        let head_deadline = self.keepalive.head().map(|head| self.keys[head].alive_until);
         self.keepalive_timer = self.arm_head_timer(self.keepalive_timer, head_deadline, Timer::KeepaliveHead, base);
     }
 }
@@ -1303,8 +1309,7 @@ impl Pool {
         let mut delayed = 0;
         let mut on_list = 0;
         let mut with_secret = 0;
-        for (slot, record) in &self.keys {
-            let slot = slot as Slot;
+        for (slot, record) in self.keys.iter() {
             assert_eq!(self.index.find(&self.keys, &record.id), Some(slot), "index finds {slot}");
             match record.place {
                 Place::Free { position } => {
@@ -1345,7 +1350,7 @@ impl Pool {
         assert_eq!(delayed, self.delayed, "the delayed count is right");
         assert_eq!(with_secret, self.secrets.len(), "every secret belongs to a key");
         let by_deadline = self.keepalive.walk(&self.keys, |record| record.links);
-        let alive_until = |slot: &u32| self.keys[*slot as usize].alive_until;
+        let alive_until = |slot: &u32| self.keys[*slot].alive_until;
         assert!(by_deadline.windows(2).all(|pair| alive_until(&pair[0]) <= alive_until(&pair[1])), "list sorted");
         assert_eq!(
             by_deadline.len(),
@@ -1354,7 +1359,7 @@ impl Pool {
         );
         if let Some(head) = self.keepalive.head() {
             let timer = self.keepalive_timer.as_ref().expect("a non-empty list has its timer armed");
-            let head_deadline = self.clock.instant(self.keys[head as usize].alive_until);
+            let head_deadline = self.clock.instant(self.keys[head].alive_until);
             assert!(self.timers.deadline(timer) <= head_deadline, "the timer is armed no later than the head");
         }
         let mut on_block_list = 0;
@@ -1369,7 +1374,7 @@ impl Pool {
                 }
                 Timing::Untimed => panic!("lease {at} is not timed"),
             }
-            if let Place::Delayed { .. } = self.keys[lease.slot as usize].place {
+            if let Place::Delayed { .. } = self.keys[lease.slot].place {
                 assert!(matches!(lease.timing, Timing::Timer(_)), "a delay has its own timer");
             }
         }
@@ -1387,7 +1392,7 @@ impl Pool {
             for lease in list.walk(&self.leases, |lease| lease.links) {
                 let entry = &self.leases[lease as usize];
                 assert_eq!(entry.holder, holder as u32, "a lease is on its own holder's list");
-                assert_eq!(self.keys[entry.slot as usize].place, Place::Blocked { lease });
+                assert_eq!(self.keys[entry.slot].place, Place::Blocked { lease });
             }
         }
         let mut waiting = 0;

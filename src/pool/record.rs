@@ -1,4 +1,4 @@
-//! The per-key record kept in the pool's slab, and the small types that describe a key's state.
+//! The per-key record kept in the pool's `Records`, and the small types that describe a key's state.
 //!
 //! This struct is paid for once per key, so it is kept lean (64 bytes, one cache line): the id inline,
 //! the keep-alive list links as two `u32` slot numbers, the state as a tag plus one `u32` that means
@@ -11,7 +11,7 @@ use super::clock::Millis;
 use super::key_id::KeyId;
 use super::list::{Linked, Links, NIL};
 
-/// A slot number in the pool's slab. `u32` because the pool never holds more than
+/// A slot number in the pool's `Records`. `u32` because the pool never holds more than
 /// [`super::MAX_POOL_KEYS`] keys (fewer than `u32::MAX`), and because records store several of them.
 pub type Slot = u32;
 
@@ -42,6 +42,22 @@ pub struct KeyRecord {
     pub created_ms: u64,
     /// When the key is deleted unless it is pinged first.
     pub alive_until: Millis,
+}
+
+impl KeyRecord {
+    /// A bare record of `id`, on no list and with no secret: for tests of what holds records.
+    #[cfg(test)]
+    pub fn bare(id: KeyId) -> KeyRecord {
+        KeyRecord {
+            id,
+            links: Links::UNLINKED,
+            place: Place::Free { position: 0 },
+            leases: 0,
+            secret: NO_SECRET,
+            created_ms: 0,
+            alive_until: Millis(0),
+        }
+    }
 }
 
 /// The `secret` of a key that has none.

@@ -1,7 +1,7 @@
 //! Rebuilding a pool from disk, and reading it out for a snapshot.
 //!
 //! A pool being restored takes stored [`Change`]s in the order they were made ([`Pool::restore`]), then
-//! [`Pool::finish_restore`] applies the clock and puts it in service. Until then, keys sit in the slab,
+//! [`Pool::finish_restore`] applies the clock and puts it in service. Until then, keys sit in the records,
 //! the index, the free list and the lease table, but nothing is timed: no key is on the keep-alive list
 //! and no lease has a timer. Changes arrive in no deadline order (a snapshot is written in slot order),
 //! so the keep-alive list, which must be sorted, is built once at the end from a sort; the deadlines
@@ -48,12 +48,12 @@ impl Pool {
             Change::Placed { id, leases, place } => {
                 let slot = self.index.find(&self.keys, &id)?;
                 self.unplace(slot);
-                self.keys[slot as usize].leases = leases;
+                self.keys[slot].leases = leases;
                 self.put(slot, place);
             }
             Change::KeptAlive { id, alive_until_ms } => {
                 let slot = self.index.find(&self.keys, &id)?;
-                self.keys[slot as usize].alive_until = self.restored_deadline(alive_until_ms);
+                self.keys[slot].alive_until = self.restored_deadline(alive_until_ms);
             }
             Change::Deleted { id } => {
                 let slot = self.index.find(&self.keys, &id)?;
@@ -82,7 +82,7 @@ impl Pool {
             secret: NO_SECRET,
             created_ms: image.created_ms,
             alive_until,
-        }) as Slot;
+        });
         self.unindexed.push(slot);
         self.restore_secret_and_place(slot, image);
         match image.place {
@@ -115,7 +115,7 @@ impl Pool {
         let mut restored = Restored::default();
 
         let dead: Vec<Slot> =
-            self.keys.iter().filter(|(_, record)| record.alive_until <= now).map(|(slot, _)| slot as Slot).collect();
+            self.keys.iter().filter(|(_, record)| record.alive_until <= now).map(|(slot, _)| slot).collect();
         for &slot in &dead {
             self.forget_key(slot);
         }
@@ -157,9 +157,9 @@ impl Pool {
         }
         self.arm_keepalive_timer_if_idle(now);
         for slot in own_window {
-            let until = self.keys[slot as usize].alive_until;
+            let until = self.keys[slot].alive_until;
             let timer = self.arm(Timer::KeyExpires { slot }, until, now);
-            let secret = self.keys[slot as usize].secret;
+            let secret = self.keys[slot].secret;
             if let OwnKeepalive::Window { timer: slot_timer, .. } = &mut self.secrets.get_mut(secret).keepalive {
                 *slot_timer = Some(timer);
             }
@@ -172,20 +172,20 @@ impl Pool {
     /// call should start, or `None` once every slot has been seen. A snapshot walks the pool this way, a
     /// bounded chunk per hold of the daemon's lock.
     pub fn export(&self, from: usize, max: usize, mut each: impl FnMut(&KeyImage<'_>)) -> Option<usize> {
-        let end = from.saturating_add(max).min(self.keys.capacity());
+        let end = from.saturating_add(max).min(self.keys.slots_end());
         for slot in from..end {
             if self.keys.contains(slot) {
                 each(&self.image(slot as Slot));
             }
         }
-        (end < self.keys.capacity()).then_some(end)
+        (end < self.keys.slots_end()).then_some(end)
     }
 
     /// Inserts a key that is not in the pool, in the state `image` describes.
     fn restore_key(&mut self, image: &KeyImage<'_>) {
         let alive_until = self.restored_deadline(image.alive_until_ms);
         let slot = self.insert_record(image.id, image.created_ms, alive_until);
-        self.keys[slot as usize].leases = image.leases;
+        self.keys[slot].leases = image.leases;
         self.restore_secret_and_place(slot, image);
     }
 
@@ -198,7 +198,7 @@ impl Pool {
                 KeepaliveMode::Window(ms) => OwnKeepalive::Window { window: Duration::from_millis(ms), timer: None },
             };
             let entry = self.secrets.insert(SecretEntry { bytes: bytes.into(), slot, keepalive });
-            self.keys[slot as usize].secret = entry;
+            self.keys[slot].secret = entry;
         }
         self.put(slot, image.place);
     }
@@ -208,7 +208,7 @@ impl Pool {
         let (until_ms, token, delayed) = match place {
             PlaceImage::Free | PlaceImage::Blocked { autorel: true, .. } => {
                 let position = self.free.push(slot);
-                self.keys[slot as usize].place = Place::Free { position };
+                self.keys[slot].place = Place::Free { position };
                 return;
             }
             PlaceImage::Blocked { until_ms, token, autorel: false } => (until_ms, token, false),
@@ -223,7 +223,7 @@ impl Pool {
             links: Links::UNLINKED,
             block_links: Links::UNLINKED,
         }) as u32;
-        self.keys[slot as usize].place = if delayed {
+        self.keys[slot].place = if delayed {
             self.delayed += 1;
             Place::Delayed { lease }
         } else {
@@ -233,7 +233,7 @@ impl Pool {
 
     /// Takes a key of a pool being restored out of the free list or the lease table.
     fn unplace(&mut self, slot: Slot) {
-        match self.keys[slot as usize].place {
+        match self.keys[slot].place {
             Place::Free { position } => {
                 self.take_from_free_list(position);
             }
@@ -241,19 +241,19 @@ impl Pool {
                 self.drop_lease_entry(lease);
             }
         }
-        self.keys[slot as usize].place = Place::Free { position: NIL };
+        self.keys[slot].place = Place::Free { position: NIL };
     }
 
     /// Removes a key of a pool being restored: like `remove_key`, for a key on no list and with no timer.
     fn forget_key(&mut self, slot: Slot) {
         self.unplace(slot);
-        let secret = self.keys[slot as usize].secret;
+        let secret = self.keys[slot].secret;
         if secret != NO_SECRET {
             self.secrets.remove(secret);
         }
-        let id = self.keys[slot as usize].id;
+        let id = self.keys[slot].id;
         self.index.remove(&self.keys, &id);
-        self.keys.remove(slot as usize);
+        self.keys.remove(slot);
     }
 
     /// A stored deadline in engine time.
