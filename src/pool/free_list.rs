@@ -30,9 +30,7 @@ impl FreeList {
     /// Appends `slot`; returns the position it now holds.
     pub fn push(&mut self, slot: u32) -> u32 {
         let position = self.position_of_next();
-        if self.slots.len() == self.slots.capacity() {
-            huge_pages::reserve(&mut self.slots, 1);
-        }
+        huge_pages::reserve(&mut self.slots, 1);
         self.slots.push(slot);
         position
     }

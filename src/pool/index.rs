@@ -203,6 +203,7 @@ impl IdIndex {
         for entry in old.into_iter().filter(|&entry| entry != EMPTY) {
             self.place(entry);
         }
+        huge_pages::release_freed_memory();
     }
 }
 

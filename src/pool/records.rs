@@ -68,15 +68,14 @@ impl Records {
         if self.vacant != NIL {
             let slot = self.vacant;
             let entry = &mut self.entries[slot as usize];
-            if let Entry::Vacant { next } = *entry {
-                self.vacant = next;
-            }
+            let Entry::Vacant { next } = *entry else {
+                unreachable!("the vacant chain names slot {slot}, which is occupied")
+            };
+            self.vacant = next;
             *entry = Entry::Occupied(record);
             return slot;
         }
-        if self.entries.len() == self.entries.capacity() {
-            huge_pages::reserve(&mut self.entries, 1);
-        }
+        huge_pages::reserve(&mut self.entries, 1);
         let slot = self.entries.len() as Slot;
         self.entries.push(Entry::Occupied(record));
         slot
