@@ -1,9 +1,10 @@
 //! A hint to the CPU to start loading a value into its cache, for code that knows what it will touch a
 //! little before it touches it (see `lookahead.rs`).
 //!
-//! The one `unsafe` in the crate: `_mm_prefetch` is an intrinsic, unsafe to call only because it is
-//! declared with a target feature (SSE) that every x86_64 CPU has. A prefetch reads nothing into the
-//! program and never faults, and here it is only ever given the address of a live reference.
+//! One of the crate's two places with `unsafe` (the other is `huge_pages.rs`, for `madvise` and
+//! `malloc_trim`): `_mm_prefetch` is an intrinsic, unsafe to call only because it is declared with a
+//! target feature (SSE) that every x86_64 CPU has. A prefetch reads nothing into the program and never
+//! faults, and here it is only ever given the address of a live reference.
 
 /// Starts loading the cache line that holds `value`. Does nothing on other architectures.
 #[inline]
