@@ -45,8 +45,12 @@ fn grow<T>(vec: &mut Vec<T>, additional: usize) {
     let mut grown = Vec::with_capacity(capacity);
     advise(&grown);
     grown.append(vec);
-    *vec = grown;
-    release_freed_memory();
+    let old = std::mem::replace(vec, grown);
+    // A vector that had no buffer frees nothing (the id index builds each new table from an empty one).
+    if old.capacity() > 0 {
+        drop(old);
+        release_freed_memory();
+    }
 }
 
 /// Gives the memory of buffers just freed back to the kernel. glibc raises its threshold for serving
