@@ -6,6 +6,7 @@
 //! record. The list itself holds slots only and knows nothing of records.
 
 use super::huge_pages;
+use super::prefetch::prefetch;
 
 /// Slots of the free keys, in no particular order.
 #[derive(Default, Debug)]
@@ -52,9 +53,11 @@ impl FreeList {
         self.slots.get(position as usize).copied()
     }
 
-    /// Every free slot, in list order.
-    pub fn slots(&self) -> &[u32] {
-        &self.slots
+    /// Starts loading the entry at `position` into the cache (see `prefetch.rs`); past the end, nothing.
+    pub fn prefetch(&self, position: u32) {
+        if let Some(entry) = self.slots.get(position as usize) {
+            prefetch(entry);
+        }
     }
 
     /// How many keys are free.

@@ -1,19 +1,22 @@
 //! Looking ahead at a batch: starting to load what its requests will touch before the first one runs.
 //!
-//! In a pool far larger than the CPU's caches, each request costs a few cache misses in a chain: a lease
-//! reads a random free-list entry, then the key record it names; a REL, PING or INFO reads a bucket of
-//! the id index, then the record. Taken one request at a time, every miss is a full wait on memory. A
-//! connection that has a pipeline of requests in hand tells the pool what is coming ([`Pool::prepare`]),
-//! and the pool starts all their loads at once, so the waits overlap instead of adding up. It changes no
-//! state a client can see, and a request that turns out different from its hint (an earlier one in the
-//! batch changed the pool) is still executed exactly: a hint that misses only costs its loads.
+//! In a pool far larger than the CPU's caches, each request costs a cache miss or two: a lease reads a
+//! random key record (drawn by slot, see `Pool::draw_by_slot`; or a random free-list entry, then the
+//! record it names) and writes the free-list entry it takes; a REL, PING or INFO reads a bucket of the
+//! id index, then the record (unless the key was leased recently, see `recent.rs`). Taken one request
+//! at a time, every miss is a full wait on memory. A connection that has a pipeline of requests in hand
+//! tells the pool what is coming ([`Pool::prepare`]), and the pool starts all their loads at once, so
+//! the waits overlap instead of adding up. It changes no state a client can see, and a request that
+//! turns out different from its hint (an earlier one in the batch changed the pool) is still executed
+//! exactly: a hint that misses only costs its loads.
 //!
 //! A lease cannot be foreseen without choosing its key, so the random draw is made early: each hint
-//! draws a random 64-bit number, which the next lease turns into a position of the free list as it is
-//! then ([`DrawsAhead::position`]). The number was drawn without regard to anything, so the key chosen
-//! is exactly as uniform as a draw made at the time, and if the free list has not changed meanwhile
-//! (typical: only a few entries were added or taken) the position is the one that was prefetched, or a
-//! close neighbour.
+//! draws a random 64-bit number, which the next lease turns into a slot, or a position of the free
+//! list, as the pool is then ([`DrawsAhead::position`]). The number was drawn without regard to
+//! anything, so the key chosen is exactly as uniform as a draw made at the time. A slot drawn is the
+//! one prefetched unless keys were added to the end of the records meanwhile (rare); a position of the
+//! free list is, if the list has not changed meanwhile (typical: only a few entries were added or
+//! taken), the one prefetched or a close neighbour.
 
 use std::collections::VecDeque;
 
@@ -21,9 +24,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, RngExt};
 
 use super::key_id::KeyId;
-use super::prefetch::prefetch;
-use super::record::Slot;
-use super::Pool;
+use super::record::{Place, Slot};
+use super::{draws_by_slot, Pool};
 
 /// Pools smaller than this are not prepared for: their records (64 bytes a key) fit in a core's L2 cache
 /// (1-2 MB on current x86), so there is nothing to overlap and the look-ahead would be pure cost.
@@ -41,6 +43,17 @@ pub enum Upcoming {
     Release(KeyId),
     /// Any other command on this key (`TOUCH`, `DEL`, `PING`, `INFO`, `REL` with a delay).
     Key(KeyId),
+}
+
+/// What a lease's draw made ahead will pick, as far as the look-ahead can tell.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// The record in this slot (a draw by slot, see `Pool::draw_by_slot`).
+    Slot(Slot),
+    /// This position of the free list.
+    Position(u32),
+    /// Nothing foreseeable: the draw will be made again.
+    Nothing,
 }
 
 /// Random numbers drawn for leases to come, oldest first; leases use them in order. Draws a batch left
@@ -79,13 +92,15 @@ fn scale(draw: u64, len: usize) -> Option<usize> {
 }
 
 impl Pool {
-    /// Starts loading what the requests in `upcoming` will touch, in two passes: first the index
-    /// buckets and free-list entries, then the key records they point to, by which time the first loads
-    /// have mostly arrived. Draws the random numbers of the leases to come (see the module
+    /// Starts loading what the requests in `upcoming` will touch, in three passes: first the index
+    /// buckets, the free-list entries and the records drawn by slot; then the key records the first two
+    /// point to, by which time the first loads have mostly arrived; then the free-list entries that the
+    /// records drawn by slot name. Draws the random numbers of the leases to come (see the module
     /// documentation). Changes nothing else.
     ///
-    /// A lease's draw picks a position of the free list as it will be when the lease runs, so the length
-    /// is predicted from the requests before it: each lease takes a key, each release puts one back.
+    /// A lease's draw picks a slot, or a position of the free list, as the pool will be when the lease
+    /// runs, so the free list's length is predicted from the requests before it: each lease takes a key,
+    /// each release puts one back.
     ///
     /// Does nothing in a pool small enough to sit in the CPU's caches (see [`PREPARE_FROM_KEYS`]).
     pub fn prepare(&mut self, upcoming: &[Upcoming]) {
@@ -99,44 +114,71 @@ impl Pool {
         // Unused draws would be taken first by the leases below, whose prefetches would then all miss.
         // Dropping them is safe: each draw is independent of everything, so the rest stay uniform.
         self.ahead.draws.clear();
-        // Per lease: the position its draw will pick, and the free list's length then.
-        let mut leases = [(0usize, 0usize); LOOKAHEAD_LEASES];
+        // Per lease: what its draw will pick, and the free list's length then.
+        let mut leases = [(Pick::Nothing, 0usize); LOOKAHEAD_LEASES];
         let mut foreseen = 0;
         let mut free_len = self.free.len();
+        let slots = self.keys.slots_end();
         for request in upcoming {
             match request {
                 Upcoming::Lease if free_len > 0 && self.ahead.draws.len() < LOOKAHEAD_LEASES => {
                     let draw = self.chooser.next_u64();
                     self.ahead.draws.push_back(draw);
-                    if let Some(position) = scale(draw, free_len) {
-                        if let Some(entry) = self.free.slots().get(position) {
-                            prefetch(entry);
-                        }
-                        leases[foreseen] = (position, free_len);
-                        foreseen += 1;
+                    let pick = if draws_by_slot(free_len, slots) {
+                        // The draw names the record itself: start loading it now.
+                        scale(draw, slots).map_or(Pick::Nothing, |slot| Pick::Slot(slot as Slot))
+                    } else {
+                        scale(draw, free_len).map_or(Pick::Nothing, |position| Pick::Position(position as u32))
+                    };
+                    match pick {
+                        Pick::Slot(slot) => self.keys.prefetch(slot),
+                        Pick::Position(position) => self.free.prefetch(position),
+                        Pick::Nothing => {}
                     }
+                    leases[foreseen] = (pick, free_len);
+                    foreseen += 1;
                     free_len -= 1;
                 }
                 Upcoming::Lease => free_len = free_len.saturating_sub(1),
                 Upcoming::Release(id) => {
-                    self.index.prefetch(id);
+                    self.prefetch_bucket(id);
                     free_len += 1;
                 }
-                Upcoming::Key(id) => self.index.prefetch(id),
+                Upcoming::Key(id) => self.prefetch_bucket(id),
             }
         }
-        // The records: of the keys named, of the keys the leases will draw, and of the keys at the end
-        // of the free list then, which each lease moves into the hole it leaves. By slot alone: reading a
-        // record here (as `slab` must, to check that a slot is occupied) would wait for the very load
-        // being started, one record after another.
+        // The records: of the keys named, of the keys the leases will draw from the free list, and of
+        // the keys at the end of the free list then, which each lease moves into the hole it leaves. By
+        // slot alone: reading a record here (as `slab` must, to check that a slot is occupied) would wait
+        // for the very load being started, one record after another.
         for request in upcoming {
             if let Upcoming::Release(id) | Upcoming::Key(id) = request {
-                self.prefetch_record(self.index.likely_slot(id));
+                self.prefetch_record(self.recent.hint(id).or_else(|| self.index.likely_slot(id)));
             }
         }
-        for &(position, free_len) in &leases[..foreseen] {
-            self.prefetch_record(self.free.get(position as u32));
+        for &(pick, free_len) in &leases[..foreseen] {
+            if let Pick::Position(position) = pick {
+                self.prefetch_record(self.free.get(position));
+            }
             self.prefetch_record(self.free.get(free_len as u32 - 1));
+        }
+        // The free-list entries that draws by slot will take, as their records name them (those loads
+        // had the passes above to arrive in): taking an entry writes it, and a write to memory that is
+        // not in the cache holds up every write after it.
+        for &(pick, _) in &leases[..foreseen] {
+            if let Pick::Slot(slot) = pick {
+                if let Some(Place::Free { position }) = self.keys.get(slot).map(|record| record.place) {
+                    self.free.prefetch(position);
+                }
+            }
+        }
+    }
+
+    /// Starts loading the index bucket a lookup of `id` will read, unless `id` was leased recently and
+    /// the lookup will most likely not need the index (see `recent.rs`).
+    fn prefetch_bucket(&self, id: &KeyId) {
+        if self.recent.hint(id).is_none() {
+            self.index.prefetch(id);
         }
     }
 

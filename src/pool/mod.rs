@@ -7,7 +7,9 @@
 //!   their slot number;
 //! - an [`IdIndex`] maps ids to slots without storing ids twice, one `u64` bucket per id;
 //! - a [`FreeList`] holds the free slots, and each free record knows its position there, so GET draws a
-//!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search;
+//!   uniformly random position and swap-removes it, and REL/DEL remove a given key without a search
+//!   (while most slots hold free keys, GET first draws a slot, see [`Pool::draw_by_slot`]);
+//! - a small table of recent leases finds most keys a REL names without the index (see `recent.rs`);
 //! - a lease table holds what only leased (or delayed) keys need: deadline, how it is timed, fencing
 //!   token, and the link on a release-on-close connection's list;
 //! - a keep-alive [`List`] orders keys by keep-alive deadline, with a single timer for its head; leases
@@ -56,6 +58,7 @@ mod lease;
 mod list;
 mod lookahead;
 mod prefetch;
+mod recent;
 mod record;
 mod records;
 mod registry;
@@ -69,6 +72,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use rand::RngExt;
 use slab::Slab;
 use tokio_util::time::delay_queue::{self, DelayQueue};
 
@@ -86,7 +90,8 @@ use free_list::FreeList;
 use index::IdIndex;
 use lease::{ByDeadline, Holder, Lease, Timing};
 use list::{Links, List, NIL};
-use lookahead::DrawsAhead;
+use lookahead::{DrawsAhead, PREPARE_FROM_KEYS};
+use recent::RecentLeases;
 use record::{KeyRecord, Place, Slot, NO_SECRET};
 use records::Records;
 use secrets::{OwnKeepalive, SecretEntry, Secrets};
@@ -259,12 +264,21 @@ enum Timer {
     ServeWaiters,
 }
 
+/// Whether a lease first draws among all the slots (see [`Pool::draw_by_slot`]): when at least three in
+/// four hold free keys. Below that, a draw by slot would miss too often to pay for itself: each miss
+/// costs a wasted load before the draw from the free list.
+fn draws_by_slot(free: usize, slots: usize) -> bool {
+    free > 0 && free >= slots - slots / 4
+}
+
 /// One pool of keys. See the module documentation for its shape and invariants.
 pub struct Pool {
     config: PoolConfig,
     clock: Clock,
     keys: Records,
     index: IdIndex,
+    /// Where recently leased keys are, to find them again without the index (see `recent.rs`).
+    recent: RecentLeases,
     free: FreeList,
     leases: Slab<Lease>,
     /// How many entries of `leases` are delays rather than leases.
@@ -365,6 +379,7 @@ impl Pool {
             ids,
             chooser: rand::make_rng(),
             ahead: DrawsAhead::default(),
+            recent: RecentLeases::default(),
             tokens,
             stats: PoolStats::default(),
             log: None,
@@ -780,7 +795,11 @@ impl Pool {
     /// task has not applied yet is applied first, so no command acts on a key that should already be
     /// deleted, or treats a lease as held past its window.
     fn find_live(&mut self, id: &KeyId, now: Millis) -> Option<Slot> {
-        let slot = self.index.find(&self.keys, id)?;
+        let slot = match self.recent.hint(id).filter(|&slot| self.keys.get(slot).is_some_and(|record| record.id == *id))
+        {
+            Some(slot) => slot,
+            None => self.index.find(&self.keys, id)?,
+        };
         if self.keys[slot].alive_until <= now {
             self.expire_key(slot);
             return None;
@@ -846,12 +865,23 @@ impl Pool {
 
     /// Draws a uniformly random free key that is still alive and takes it off the free list.
     fn draw_free_key(&mut self, now: Millis) -> Option<Slot> {
+        let drew_by_slot = draws_by_slot(self.free.len(), self.keys.slots_end());
+        if drew_by_slot {
+            if let Some(slot) = self.draw_by_slot(now) {
+                return Some(slot);
+            }
+        }
         let mut dead_draws = 0;
         loop {
             if self.free.is_empty() || dead_draws == MAX_DEAD_DRAWS {
                 return None;
             }
-            let position = self.ahead.position(self.free.len(), &mut self.chooser) as u32;
+            // After a draw by slot, the next draw made ahead belongs to the next lease.
+            let position = if drew_by_slot {
+                self.chooser.random_range(0..self.free.len())
+            } else {
+                self.ahead.position(self.free.len(), &mut self.chooser)
+            } as u32;
             let slot = self.free.get(position).expect("position drawn below the list's length");
             if self.keys[slot].alive_until > now {
                 return Some(self.take_from_free_list(position));
@@ -863,6 +893,29 @@ impl Pool {
             }
             dead_draws += 1;
         }
+    }
+
+    /// One draw among all the slots instead of the free list: the key, taken off the free list, if it
+    /// lands on a live free key; else `None`, and the caller draws from the free list. Rejection
+    /// sampling: a draw that is kept is uniform among the live free keys, and so is the caller's, so
+    /// the key leased is uniform whichever way it was chosen.
+    ///
+    /// Why: a draw by slot names its record directly, while a position of the free list must be read
+    /// before its record can be loaded. In a pool far larger than the caches that is one wait on memory
+    /// instead of two in a chain, and the look-ahead can start it a whole batch early. Only worth it
+    /// while most slots hold free keys (see [`draws_by_slot`]), as in most pools most of the time.
+    fn draw_by_slot(&mut self, now: Millis) -> Option<Slot> {
+        let slot = self.ahead.position(self.keys.slots_end(), &mut self.chooser) as Slot;
+        let record = self.keys.get(slot)?;
+        let Place::Free { position } = record.place else {
+            return None;
+        };
+        if record.alive_until <= now {
+            return None;
+        }
+        let taken = self.take_from_free_list(position);
+        debug_assert_eq!(taken, slot);
+        Some(slot)
     }
 
     /// Leases the key in `slot`, which the caller took off the free list (or never put there), on
@@ -889,6 +942,9 @@ impl Pool {
         let record = &mut self.keys[slot];
         record.place = Place::Blocked { lease };
         record.leases = record.leases.saturating_add(1);
+        if self.keys.len() >= PREPARE_FROM_KEYS {
+            self.recent.note(&self.keys[slot].id, slot);
+        }
         if self.log.is_some() {
             self.log_placed(slot, self.place_image(slot));
         }

@@ -59,6 +59,15 @@ impl Records {
         matches!(self.entries.get(slot), Some(Entry::Occupied(_)))
     }
 
+    /// The record at `slot`, if that slot holds one: for slots that come from a client or a random
+    /// draw rather than from the pool's own structures.
+    pub fn get(&self, slot: Slot) -> Option<&KeyRecord> {
+        match self.entries.get(slot as usize) {
+            Some(Entry::Occupied(record)) => Some(record),
+            _ => None,
+        }
+    }
+
     /// Stores `record` and returns its slot: the most recently vacated one, else a new one.
     ///
     /// The caller keeps the number of records below [`super::MAX_POOL_KEYS`], so slots fit in a `u32`

@@ -383,24 +383,68 @@ fn get_is_uniform_over_the_free_keys() {
             assert!(pool.delete(id));
         }
         pool.check_invariants();
-        let draws = 20_000;
-        let mut counts: BTreeMap<KeyId, u32> = BTreeMap::new();
-        for _ in 0..draws {
-            let id = pool.get().expect("a free key");
-            *counts.entry(id).or_default() += 1;
+        assert_uniform(&lease_and_release(&mut pool, 20_000), &free);
+    });
+}
+
+/// Leases and releases a key `draws` times; counts how often each key was leased.
+fn lease_and_release(pool: &mut Pool, draws: u32) -> BTreeMap<KeyId, u32> {
+    let mut counts: BTreeMap<KeyId, u32> = BTreeMap::new();
+    for _ in 0..draws {
+        let id = pool.get().expect("a free key");
+        *counts.entry(id).or_default() += 1;
+        assert_eq!(pool.release(&id), Release::Released);
+    }
+    pool.check_invariants();
+    counts
+}
+
+/// Asserts that only keys in `free` were leased, and passes the chi-square test of
+/// [`get_is_uniform_over_the_free_keys`] (for 8 keys: 7 degrees of freedom).
+fn assert_uniform(counts: &BTreeMap<KeyId, u32>, free: &[KeyId]) {
+    assert!(counts.keys().all(|id| free.contains(id)), "only free keys are drawn: {counts:?}");
+    let draws: u32 = counts.values().sum();
+    let expected = f64::from(draws) / free.len() as f64;
+    let chi_square: f64 =
+        free.iter().map(|id| (f64::from(counts.get(id).copied().unwrap_or(0)) - expected).powi(2) / expected).sum();
+    assert!(chi_square < 40.0, "chi-square {chi_square} over {counts:?}");
+}
+
+/// The same chi-square test where most slots hold free keys, so that GET first draws among all the slots
+/// (see `Pool::draw_by_slot`), and a fifth of its draws land on a blocked key or a vacant slot and are
+/// drawn again from the free list: the two ways together must still be uniform.
+#[test]
+fn get_is_uniform_when_it_draws_by_slot() {
+    paused(async {
+        let mut pool = pool();
+        let ids = generate(&mut pool, 10);
+        let blocked = pool.get().expect("a free key");
+        let free: Vec<KeyId> = ids.iter().filter(|&&id| id != blocked).copied().collect();
+        let (deleted, free) = free.split_first().expect("keys");
+        assert!(pool.delete(deleted));
+        assert!(super::draws_by_slot(free.len(), pool.keys.slots_end()), "8 free keys of 10 slots");
+        assert_uniform(&lease_and_release(&mut pool, 20_000), free);
+    });
+}
+
+/// A draw by slot that lands on a free key past its keep-alive deadline (the expiry task has not run
+/// yet) must not hand it out.
+#[test]
+fn a_draw_by_slot_never_hands_out_a_dead_key() {
+    paused(async {
+        let mut pool = pool();
+        let old = generate(&mut pool, 4);
+        advance(KEEPALIVE_MS / 2).await;
+        let young = generate(&mut pool, 4);
+        assert!(super::draws_by_slot(8, pool.keys.slots_end()));
+        // Past the old keys' deadline, with no expiry run: the four old keys are still free in the list.
+        tokio::time::advance(Duration::from_millis(KEEPALIVE_MS / 2 + 10)).await;
+        for _ in 0..200 {
+            let id = pool.get().expect("a live free key");
+            assert!(young.contains(&id) && !old.contains(&id), "{id} is not one of the live keys");
             assert_eq!(pool.release(&id), Release::Released);
         }
         pool.check_invariants();
-        assert!(counts.keys().all(|id| free.contains(id)), "only free keys are drawn: {counts:?}");
-        let expected = f64::from(draws) / free.len() as f64;
-        let chi_square: f64 = free
-            .iter()
-            .map(|id| {
-                let seen = f64::from(counts.get(id).copied().unwrap_or(0));
-                (seen - expected).powi(2) / expected
-            })
-            .sum();
-        assert!(chi_square < 40.0, "chi-square {chi_square} over {counts:?}");
     });
 }
 
@@ -430,10 +474,7 @@ fn get_stays_uniform_when_its_draws_are_made_ahead() {
             }
             pool.check_invariants();
         }
-        let expected = f64::from(draws as u32) / 8.0;
-        let chi_square: f64 =
-            free.iter().map(|id| (f64::from(counts.get(id).copied().unwrap_or(0)) - expected).powi(2) / expected).sum();
-        assert!(chi_square < 40.0, "chi-square {chi_square} over {counts:?}");
+        assert_uniform(&counts, &free);
     });
 }
 
@@ -481,6 +522,35 @@ fn only_a_pool_too_large_for_the_caches_is_prepared_for() {
             pool.get().expect("a free key");
             assert_eq!(pool.ahead.len(), left);
         }
+    });
+}
+
+/// In a pool too large for the caches, a key leased is found again through the recent leases (see
+/// `recent.rs`) rather than the index; a hint that names a slot since reused by another key is caught,
+/// and the id is looked up in the index as ever.
+#[test]
+fn recent_leases_find_keys_again_and_stale_hints_are_caught() {
+    paused(async {
+        let mut pool = pool_with(BLOCK_MS, KEEPALIVE_MS, 1 << 16);
+        while pool.stats().keys < lookahead::PREPARE_FROM_KEYS {
+            pool.generate(MAX_GEN_COUNT, |_| {}).expect("room for the keys");
+        }
+        let leased = pool.get().expect("a free key");
+        let slot = pool.recent.hint(&leased).expect("the lease was noted");
+        assert_eq!(pool.keys[slot].id, leased);
+        assert_eq!(pool.release(&leased), Release::Released);
+        assert_eq!(pool.release(&leased), Release::NotBlocked);
+
+        // The key goes, and a new key takes its slot (the most recently vacated): the hint still names
+        // the slot, which now holds another id.
+        assert!(pool.delete(&leased));
+        let newcomer = generate(&mut pool, 1)[0];
+        assert_eq!(pool.keys[slot].id, newcomer, "the new key reuses the slot");
+        assert_eq!(pool.recent.hint(&leased), Some(slot), "the stale hint is still there");
+        assert_eq!(pool.release(&leased), Release::NotFound);
+        assert!(pool.info(&leased).is_none());
+        assert_eq!(pool.release(&newcomer), Release::NotBlocked);
+        pool.check_invariants();
     });
 }
 
