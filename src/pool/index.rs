@@ -264,7 +264,9 @@ mod tests {
         assert_eq!(index.len(), keys.len());
         for (slot, record) in keys.iter() {
             assert_eq!(index.find(keys, &record.id), Some(slot));
-            assert_eq!(index.likely_slot(&record.id), Some(slot));
+            // Judged by tags only: another id with the same tag (rare, but not impossible) may come first.
+            let likely = index.likely_slot(&record.id).expect("a slot for an indexed id");
+            assert!(likely == slot || index.tag(&keys[likely].id) == index.tag(&record.id));
         }
     }
 

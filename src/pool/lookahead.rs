@@ -14,8 +14,9 @@
 //! draws a random 64-bit number, which the next lease turns into a slot, or a position of the free
 //! list, as the pool is then ([`DrawsAhead::position`]). The number was drawn without regard to
 //! anything, so the key chosen is exactly as uniform as a draw made at the time. A slot drawn is the
-//! one prefetched unless keys were added to the end of the records meanwhile (rare); a position of the
-//! free list is, if the list has not changed meanwhile (typical: only a few entries were added or
+//! one prefetched unless keys were added to the end of the records meanwhile, or the lease ends up
+//! drawing from the free list after all (the share of free slots crossed three in four); a position of
+//! the free list is, if the list has not changed meanwhile (typical: only a few entries were added or
 //! taken), the one prefetched or a close neighbour.
 
 use std::collections::VecDeque;

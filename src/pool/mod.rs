@@ -113,9 +113,10 @@ const EXPIRY_BUDGET: usize = 1024;
 /// a time rather than overrunning the wheel.
 const TIMER_HORIZON: Duration = Duration::from_secs(24 * 3600);
 
-/// How many keys past their keep-alive deadline one GET may draw (and delete) before it gives up and
-/// answers that no key is free. Only a mass expiry still being applied makes a draw meet such a key; the
-/// cap keeps a single GET's work, and its hold on the lock, bounded even then.
+/// How many keys past their keep-alive deadline one GET may draw from the free list (and delete) before it
+/// gives up and answers that no key is free. Only a mass expiry still being applied makes a draw meet such
+/// a key; the cap keeps a single GET's work, and its hold on the lock, bounded even then. (A draw by slot
+/// that meets one, before these, only passes it over: see [`Pool::draw_by_slot`].)
 const MAX_DEAD_DRAWS: usize = 16;
 
 /// The keep-alive deadline of a key that never expires by keep-alive.
@@ -268,6 +269,7 @@ enum Timer {
 /// four hold free keys. Below that, a draw by slot would miss too often to pay for itself: each miss
 /// costs a wasted load before the draw from the free list.
 fn draws_by_slot(free: usize, slots: usize) -> bool {
+    // `free > 0` also keeps a draw by slot from ever being asked for a position below zero slots.
     free > 0 && free >= slots - slots / 4
 }
 
@@ -279,6 +281,9 @@ pub struct Pool {
     index: IdIndex,
     /// Where recently leased keys are, to find them again without the index (see `recent.rs`).
     recent: RecentLeases,
+    /// From how many keys leases are noted in `recent`: [`PREPARE_FROM_KEYS`], below which the index
+    /// is in the caches anyway; lowered by tests, so that small pools take that path too.
+    recent_from_keys: usize,
     free: FreeList,
     leases: Slab<Lease>,
     /// How many entries of `leases` are delays rather than leases.
@@ -380,6 +385,7 @@ impl Pool {
             chooser: rand::make_rng(),
             ahead: DrawsAhead::default(),
             recent: RecentLeases::default(),
+            recent_from_keys: PREPARE_FROM_KEYS,
             tokens,
             stats: PoolStats::default(),
             log: None,
@@ -484,8 +490,9 @@ impl Pool {
     /// Every lease gets a token larger than any before it, so a token names exactly one lease.
     ///
     /// Never hands out a key past its keep-alive deadline. While a mass expiry is still being applied,
-    /// a drawn key may be one: it is deleted (with, the first time, a bounded slice of the backlog) and
-    /// another is drawn, at most [`MAX_DEAD_DRAWS`] times before the pool counts as empty.
+    /// a drawn key may be one: a draw by slot passes it over; one from the free list deletes it (with,
+    /// the first time, a bounded slice of the backlog) and draws another, at most [`MAX_DEAD_DRAWS`]
+    /// times before the pool counts as empty.
     pub fn lease(&mut self, terms: LeaseTerms, wait: Duration) -> LeaseOutcome<'_> {
         let now = self.clock.now();
         match self.draw_free_key(now) {
@@ -942,7 +949,7 @@ impl Pool {
         let record = &mut self.keys[slot];
         record.place = Place::Blocked { lease };
         record.leases = record.leases.saturating_add(1);
-        if self.keys.len() >= PREPARE_FROM_KEYS {
+        if self.keys.len() >= self.recent_from_keys {
             self.recent.note(&self.keys[slot].id, slot);
         }
         if self.log.is_some() {

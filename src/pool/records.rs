@@ -59,8 +59,8 @@ impl Records {
         matches!(self.entries.get(slot), Some(Entry::Occupied(_)))
     }
 
-    /// The record at `slot`, if that slot holds one: for slots that come from a client or a random
-    /// draw rather than from the pool's own structures.
+    /// The record at `slot`, if that slot holds one: for slots that come from a random draw or a hint
+    /// (see `recent.rs`) rather than from the pool's own structures.
     pub fn get(&self, slot: Slot) -> Option<&KeyRecord> {
         match self.entries.get(slot as usize) {
             Some(Entry::Occupied(record)) => Some(record),

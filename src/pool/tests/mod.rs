@@ -411,18 +411,20 @@ fn assert_uniform(counts: &BTreeMap<KeyId, u32>, free: &[KeyId]) {
 }
 
 /// The same chi-square test where most slots hold free keys, so that GET first draws among all the slots
-/// (see `Pool::draw_by_slot`), and a fifth of its draws land on a blocked key or a vacant slot and are
-/// drawn again from the free list: the two ways together must still be uniform.
+/// (see `Pool::draw_by_slot`), and a quarter of its draws land on a blocked key, a delayed one or a
+/// vacant slot and are drawn again from the free list: the two ways together must still be uniform.
 #[test]
 fn get_is_uniform_when_it_draws_by_slot() {
     paused(async {
         let mut pool = pool();
-        let ids = generate(&mut pool, 10);
+        let ids = generate(&mut pool, 12);
         let blocked = pool.get().expect("a free key");
-        let free: Vec<KeyId> = ids.iter().filter(|&&id| id != blocked).copied().collect();
+        let delayed = pool.get().expect("a free key");
+        assert_eq!(pool.release_with(&delayed, None, Duration::from_secs(3600)), Release::Released);
+        let free: Vec<KeyId> = ids.iter().filter(|&&id| id != blocked && id != delayed).copied().collect();
         let (deleted, free) = free.split_first().expect("keys");
         assert!(pool.delete(deleted));
-        assert!(super::draws_by_slot(free.len(), pool.keys.slots_end()), "8 free keys of 10 slots");
+        assert!(super::draws_by_slot(free.len(), pool.keys.slots_end()), "9 free keys of 12 slots");
         assert_uniform(&lease_and_release(&mut pool, 20_000), free);
     });
 }
@@ -452,30 +454,42 @@ fn a_draw_by_slot_never_hands_out_a_dead_key() {
 /// `look_ahead`, which it is in a pool too large for the caches), as a connection
 /// looking ahead at a pipeline makes them: hints that foresee fewer leases than run, more (the extra draws
 /// are used later), and releases in between that change the free list's length after the draw was made.
+/// Once with every slot in play (the draws are by slot), once with four more keys blocked throughout, so
+/// that too few slots hold free keys and the draws are positions of the free list.
 #[test]
 fn get_stays_uniform_when_its_draws_are_made_ahead() {
-    paused(async {
-        let mut pool = pool();
-        let free = generate(&mut pool, 8);
-        let draws = 20_000;
-        let mut counts: BTreeMap<KeyId, u32> = BTreeMap::new();
-        let mut held = Vec::new();
-        for round in 0..draws {
-            let hints = [Upcoming::Lease, Upcoming::Lease, Upcoming::Key(free[round % 8]), Upcoming::Lease];
-            pool.look_ahead(&hints[..round % 5]);
-            let id = pool.get().expect("a free key");
-            *counts.entry(id).or_default() += 1;
-            held.push(id);
-            // Keys go back one or two rounds later, so the list is sometimes 7 long, sometimes 6.
-            if held.len() > 1 + round % 2 {
-                for id in held.drain(..) {
-                    assert_eq!(pool.release(&id), Release::Released);
-                }
+    for blocked in [0, 4] {
+        paused(draws_made_ahead_stay_uniform(blocked));
+    }
+}
+
+/// [`get_stays_uniform_when_its_draws_are_made_ahead`] with `blocked` keys held throughout.
+async fn draws_made_ahead_stay_uniform(blocked: usize) {
+    let mut pool = pool();
+    let mut free = generate(&mut pool, 8 + blocked as u32);
+    for _ in 0..blocked {
+        let id = pool.get().expect("a free key");
+        free.retain(|&kept| kept != id);
+    }
+    assert_eq!(super::draws_by_slot(free.len(), pool.keys.slots_end()), blocked == 0);
+    let draws = 20_000;
+    let mut counts: BTreeMap<KeyId, u32> = BTreeMap::new();
+    let mut held = Vec::new();
+    for round in 0..draws {
+        let hints = [Upcoming::Lease, Upcoming::Lease, Upcoming::Key(free[round % 8]), Upcoming::Lease];
+        pool.look_ahead(&hints[..round % 5]);
+        let id = pool.get().expect("a free key");
+        *counts.entry(id).or_default() += 1;
+        held.push(id);
+        // Keys go back one or two rounds later, so the list is sometimes 7 long, sometimes 6.
+        if held.len() > 1 + round % 2 {
+            for id in held.drain(..) {
+                assert_eq!(pool.release(&id), Release::Released);
             }
-            pool.check_invariants();
         }
-        assert_uniform(&counts, &free);
-    });
+        pool.check_invariants();
+    }
+    assert_uniform(&counts, &free);
 }
 
 /// Looking ahead changes nothing a client can see, whatever it is told: hints for unknown keys, for keys

@@ -525,8 +525,12 @@ pub(super) struct Run {
 
 impl Run {
     pub(super) fn new(block_ms: u64, keepalive_ms: u64, max_keys: usize) -> Run {
+        let mut pool = pool_with(block_ms, keepalive_ms, max_keys);
+        // Small pools find keys through the index alone; the model checks the recent-lease path too
+        // (the other unit tests keep the index path covered).
+        pool.recent_from_keys = 0;
         Run {
-            pool: pool_with(block_ms, keepalive_ms, max_keys),
+            pool,
             model: Model::new(block_ms, keepalive_ms, max_keys),
             issued: Vec::new(),
             tickets: Vec::new(),
