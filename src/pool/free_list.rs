@@ -1,9 +1,10 @@
 //! The free list: every free key's slot, in a vector, for uniform random choice in O(1).
 //!
 //! GET draws a random position (or a random slot, and then takes that key's position) and swap-removes
-//! it: the last element moves into the hole. For that to be O(1) each free key must know its own position (so REL and DEL can find it without a search), which is
-//! why the operations here report which slot moved: the caller stores its new position in that slot's
-//! record. The list itself holds slots only and knows nothing of records.
+//! it: the last element moves into the hole. For that to be O(1) each free key must know its own
+//! position (so REL and DEL can find it without a search), which is why the operations here report
+//! which slot moved: the caller stores its new position in that slot's record. The list itself holds
+//! slots only and knows nothing of records.
 
 use super::huge_pages;
 use super::prefetch::prefetch;

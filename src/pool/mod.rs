@@ -802,8 +802,7 @@ impl Pool {
     /// task has not applied yet is applied first, so no command acts on a key that should already be
     /// deleted, or treats a lease as held past its window.
     fn find_live(&mut self, id: &KeyId, now: Millis) -> Option<Slot> {
-        let slot = match self.recent.hint(id).filter(|&slot| self.keys.get(slot).is_some_and(|record| record.id == *id))
-        {
+        let slot = match self.recently_leased(id) {
             Some(slot) => slot,
             None => self.index.find(&self.keys, id)?,
         };
@@ -818,6 +817,13 @@ impl Pool {
             Place::Blocked { .. } | Place::Delayed { .. } => {}
         }
         Some(slot)
+    }
+
+    /// The slot of `id` if it was leased recently (see `recent.rs`): a hint, checked against the id in
+    /// the record it names.
+    fn recently_leased(&self, id: &KeyId) -> Option<Slot> {
+        let slot = self.recent.hint(id)?;
+        self.keys.get(slot).is_some_and(|record| record.id == *id).then_some(slot)
     }
 
     /// The lease a REL or TOUCH acts on: the key's current lease, if it is blocked and `token` (when
