@@ -25,7 +25,7 @@ use super::record::Slot;
 /// release, and 19 hints in 20 survive them.
 const ENTRIES_LOG2: u32 = 14;
 
-/// Slots of recently leased keys, by bits of their ids.
+/// Slots of recently leased keys, by their ids' hashes.
 #[derive(Default)]
 pub struct RecentLeases {
     /// Per entry: the slot (or [`NIL`]) and 32 bits of the id's hash, to tell most other ids apart
@@ -52,9 +52,7 @@ impl RecentLeases {
         let &(slot, noted_tag) = self.entries.get(at)?;
         (slot != NIL && noted_tag == tag).then_some(slot)
     }
-}
 
-impl RecentLeases {
     /// The entry for `id` and the tag that tells it from other ids in that entry: the top bits of its
     /// hash and the low 32.
     fn place(&self, id: &KeyId) -> (usize, u32) {
@@ -91,11 +89,10 @@ mod tests {
             .map(|n| id(&format!("{n:08}AAAAAAAAAAAAAAAA")))
             .find_map(|next| seen.insert(recent.place(&next).0, next).map(|earlier| (earlier, next)))
             .expect("two ids sharing an entry among 100,000");
-        let (first, second) = (&first, &second);
-        recent.note(first, 1);
-        assert_eq!(recent.hint(second), None, "a different tag is no hint");
-        recent.note(second, 2);
-        assert_eq!(recent.hint(first), None, "the newer lease took the entry");
-        assert_eq!(recent.hint(second), Some(2));
+        recent.note(&first, 1);
+        assert_eq!(recent.hint(&second), None, "a different tag is no hint");
+        recent.note(&second, 2);
+        assert_eq!(recent.hint(&first), None, "the newer lease took the entry");
+        assert_eq!(recent.hint(&second), Some(2));
     }
 }
