@@ -120,7 +120,10 @@ impl Pool {
         let mut foreseen = 0;
         let mut free_len = self.free.len();
         let slots = self.keys.slots_end();
-        for request in upcoming {
+        // Which of the first 64 requests name a key leased recently (see `recent.rs`): their records
+        // are loaded at once and their index buckets not at all, and the second pass skips them.
+        let mut hinted = 0u64;
+        for (at, request) in upcoming.iter().enumerate() {
             match request {
                 Upcoming::Lease if free_len > 0 && self.ahead.draws.len() < LOOKAHEAD_LEASES => {
                     let draw = self.chooser.next_u64();
@@ -141,20 +144,31 @@ impl Pool {
                     free_len -= 1;
                 }
                 Upcoming::Lease => free_len = free_len.saturating_sub(1),
-                Upcoming::Release(id) => {
-                    self.prefetch_bucket(id);
-                    free_len += 1;
+                Upcoming::Release(id) | Upcoming::Key(id) => {
+                    match self.recent.hint(id) {
+                        Some(slot) => {
+                            self.keys.prefetch(slot);
+                            if at < 64 {
+                                hinted |= 1 << at;
+                            }
+                        }
+                        None => self.index.prefetch(id),
+                    }
+                    if let Upcoming::Release(_) = request {
+                        free_len += 1;
+                    }
                 }
-                Upcoming::Key(id) => self.prefetch_bucket(id),
             }
         }
         // The records: of the keys named, of the keys the leases will draw from the free list, and of
         // the keys at the end of the free list then, which each lease moves into the hole it leaves. By
         // slot alone: reading a record here (as `slab` must, to check that a slot is occupied) would wait
         // for the very load being started, one record after another.
-        for request in upcoming {
+        for (at, request) in upcoming.iter().enumerate() {
             if let Upcoming::Release(id) | Upcoming::Key(id) = request {
-                self.prefetch_record(self.recent.hint(id).or_else(|| self.index.likely_slot(id)));
+                if at >= 64 || hinted >> at & 1 == 0 {
+                    self.prefetch_record(self.index.likely_slot(id));
+                }
             }
         }
         for &(pick, free_len) in &leases[..foreseen] {
@@ -172,14 +186,6 @@ impl Pool {
                     self.free.prefetch(position);
                 }
             }
-        }
-    }
-
-    /// Starts loading the index bucket a lookup of `id` will read, unless `id` was leased recently and
-    /// the lookup will most likely not need the index (see `recent.rs`).
-    fn prefetch_bucket(&self, id: &KeyId) {
-        if self.recent.hint(id).is_none() {
-            self.index.prefetch(id);
         }
     }
 

@@ -174,7 +174,7 @@ impl Pool {
     pub fn export(&self, from: usize, max: usize, mut each: impl FnMut(&KeyImage<'_>)) -> Option<usize> {
         let end = from.saturating_add(max).min(self.keys.slots_end());
         for slot in from..end {
-            if self.keys.contains(slot) {
+            if self.keys.get(slot as Slot).is_some() {
                 each(&self.image(slot as Slot));
             }
         }
