@@ -327,9 +327,17 @@ impl Default for TokenCounter {
 }
 
 impl TokenCounter {
-    /// The next token. Every caller holds the daemon's lock, so `Relaxed` is enough: the lock orders them.
+    /// The next token.
+    ///
+    /// Every caller holds the daemon's lock (the pools sharing a counter are all behind it), so a plain
+    /// load and store are enough: the lock orders them. Not `fetch_add`: an atomic read-modify-write is a
+    /// locked instruction, which waits until every store before it has reached the cache, and in a pool
+    /// far larger than the caches the stores just before it (the free-list entry taken, the record the
+    /// last request released) seldom have. (Wrapping, as `fetch_add` would: 2^64 leases never happen.)
     fn take(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed)
+        let token = self.0.load(Ordering::Relaxed);
+        self.0.store(token.wrapping_add(1), Ordering::Relaxed);
+        token
     }
 
     /// The token the next lease will get.

@@ -36,7 +36,7 @@ use super::execute::{self, execute, Executed};
 use super::one_request::poll_waiting;
 use super::session::Session;
 use super::state::Locked;
-use super::telemetry::{Batch, Frontend};
+use super::telemetry::{Batch, Frontend, Outcome};
 use super::Shared;
 use crate::persist::{Fsync, Journal};
 use crate::pool::Upcoming;
@@ -106,6 +106,7 @@ pub async fn serve(mut socket: TcpStream, shared: &Arc<Shared>, stop: Cancellati
     loop {
         let (progress, durable_at) =
             answer_buffered(shared, &mut session, &mut batch, &mut input, &mut output, max_line);
+        batch.add_outcomes(&shared.telemetry);
         if let Some(position) = durable_at {
             if !durable(shared, position).await {
                 return refuse_not_durable(socket, session, &mut output).await;
@@ -259,10 +260,11 @@ impl Responder<Progress> for BatchResponder<'_, '_> {
             self.batch.count(command);
             return ControlFlow::Break(Progress::Quit);
         }
+        let reply_starts = output.len();
         let executed = execute(request, locked, self.shared, self.session, output);
-        // A request that waits is timed when its wait ends, not with this batch.
+        // A request that waits is timed and counted when its wait ends, not with this batch.
         if !matches!(executed, Executed::Waits) {
-            self.batch.count(command);
+            self.batch.count_with_outcome(command, Outcome::of_reply(&output[reply_starts..]));
         }
         match executed {
             Executed::Answered if output.len() >= OUTPUT_HIGH_WATER => ControlFlow::Break(Progress::OutputFull),

@@ -8,7 +8,6 @@ use bytes::BytesMut;
 
 use super::session::{LeaseReply, Session, Waiting, MAX_AUTH_FAILURES};
 use super::state::Locked;
-use super::telemetry::Outcome;
 use super::{expiry, Shared};
 use crate::pool::{Added, KeyId, LeaseOutcome, LeaseTerms, Pool, PoolRef, PoolStats, Release, Upcoming};
 use crate::protocol::duration;
@@ -35,25 +34,9 @@ pub enum Executed {
 }
 
 /// Applies `request` (anything but QUIT, which the connection handles) and appends its reply to `out`,
-/// unless it must wait for a key; counts its outcome for `/metrics` (a wait's, when it ends).
+/// unless it must wait for a key. The caller counts its outcome for `/metrics` (read from the reply with
+/// [`super::telemetry::Outcome::of_reply`]; a wait's, when it ends).
 pub fn execute(
-    request: Request<'_>,
-    locked: &mut Locked,
-    shared: &Arc<Shared>,
-    session: &mut Session<'_>,
-    out: &mut BytesMut,
-) -> Executed {
-    let command = request.command();
-    let reply_starts = out.len();
-    let executed = apply(request, locked, shared, session, out);
-    if !matches!(executed, Executed::Waits) {
-        shared.telemetry.count_outcome(command, Outcome::of_reply(&out[reply_starts..]));
-    }
-    executed
-}
-
-/// [`execute`], before counting.
-fn apply(
     request: Request<'_>,
     locked: &mut Locked,
     shared: &Arc<Shared>,

@@ -26,12 +26,14 @@ use crate::protocol::{Command, Request};
 pub async fn run_one(shared: &Arc<Shared>, session: &mut Session<'_>, request: Request<'_>) -> BytesMut {
     debug_assert!(!matches!(request, Request::Quit | Request::Auth { .. }), "not a request of one");
     let mut out = BytesMut::new();
+    let command = request.command();
     let executed = {
         let mut locked = shared.lock();
         execute(request, &mut locked, shared, session, &mut out)
     };
-    if let Executed::Waits = executed {
-        std::future::poll_fn(|cx| poll_waiting(shared, session, &mut out, cx)).await;
+    match executed {
+        Executed::Waits => std::future::poll_fn(|cx| poll_waiting(shared, session, &mut out, cx)).await,
+        _ => shared.telemetry.count_outcome(command, Outcome::of_reply(&out)),
     }
     out
 }

@@ -2,10 +2,12 @@
 //! command, request latency by command and front end (TCP or HTTP), and the HTTP gateway's connections.
 //!
 //! Everything here is a plain atomic array indexed by enums, written with relaxed increments and read only
-//! when `/metrics` is scraped: the hot path pays a few uncontended additions, never a map lookup or a
-//! lock. A TCP connection reads the clock once per batch (at its first request and after its replies are
-//! written) and records every request of the batch with that one latency, so pipelining costs no extra
-//! clock reads ([`Batch`]).
+//! when `/metrics` is scraped: never a map lookup or a lock. A TCP connection tallies its batch's requests
+//! in a [`Batch`] of its own and adds them up here once per batch: it reads the clock once (at its first
+//! request and after its replies are written) and records every request of the batch with that one
+//! latency, and it adds each outcome's count in one increment. An atomic increment is a locked
+//! instruction, which waits for every store before it to reach the cache: in a pool far larger than the
+//! caches, one per request made each request wait for the previous one's cache miss (see BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -151,7 +153,12 @@ impl Default for Telemetry {
 impl Telemetry {
     /// Counts one request of `command` that ended as `outcome`.
     pub fn count_outcome(&self, command: Command, outcome: Outcome) {
-        self.outcomes[command as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_outcomes(command, outcome, 1);
+    }
+
+    /// Counts `requests` requests of `command` that ended as `outcome`.
+    fn count_outcomes(&self, command: Command, outcome: Outcome, requests: u64) {
+        self.outcomes[command as usize][outcome as usize].fetch_add(requests, Ordering::Relaxed);
     }
 
     /// How many requests of `command` ended as `outcome`.
@@ -197,11 +204,13 @@ impl Telemetry {
 }
 
 /// The requests of one TCP batch, timed together: the clock is read at the first request and once more
-/// when the batch's replies are written.
+/// when the batch's replies are written. Their outcomes are tallied here too, and added to the
+/// [`Telemetry`] with the latencies.
 #[derive(Default)]
 pub struct Batch {
     started: Option<Instant>,
     requests: [u32; COMMANDS],
+    outcomes: [[u32; Outcome::ALL.len()]; COMMANDS],
 }
 
 impl Batch {
@@ -216,17 +225,39 @@ impl Batch {
         self.requests[command as usize] += 1;
     }
 
+    /// Notes a request of `command` answered in this batch, as [`Batch::count`] does, and its outcome.
+    pub fn count_with_outcome(&mut self, command: Command, outcome: Outcome) {
+        self.count(command);
+        self.outcomes[command as usize][outcome as usize] += 1;
+    }
+
     /// When the batch's first request was taken up, if it had one.
     pub fn started(&self) -> Option<Instant> {
         self.started
     }
 
-    /// Records the batch's requests as answered now, and starts afresh.
+    /// Adds the outcomes tallied so far to `telemetry`: called before the batch's replies are written, so
+    /// that a client that has read a reply finds it counted. [`Batch::finish`] adds any left.
+    pub fn add_outcomes(&mut self, telemetry: &Telemetry) {
+        let commands = Command::ALL.iter().zip(&self.requests).zip(&mut self.outcomes);
+        // A command with no request in the batch has no outcome to add either.
+        for ((command, _), outcomes) in commands.filter(|((_, requests), _)| **requests > 0) {
+            for (outcome, count) in Outcome::ALL.iter().zip(outcomes.iter_mut()) {
+                if *count > 0 {
+                    telemetry.count_outcomes(*command, *outcome, u64::from(*count));
+                    *count = 0;
+                }
+            }
+        }
+    }
+
+    /// Records the batch's requests as answered now (and adds their outcomes), and starts afresh.
     pub fn finish(&mut self, telemetry: &Telemetry) {
         let Some(started) = self.started.take() else {
             return;
         };
         let elapsed = started.elapsed();
+        self.add_outcomes(telemetry);
         for (command, requests) in Command::ALL.iter().zip(&mut self.requests) {
             if *requests > 0 {
                 telemetry.record_latency(Frontend::Tcp, *command, u64::from(*requests), elapsed);
@@ -270,19 +301,34 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_records_each_command_once_with_its_request_count() {
+    fn a_batch_adds_up_its_requests_and_outcomes_once() {
         let telemetry = Telemetry::default();
         let mut batch = Batch::default();
         batch.finish(&telemetry);
         assert!(batch.started().is_none(), "an empty batch reads no clock");
         batch.start();
-        batch.count(Command::Get);
-        batch.count(Command::Get);
-        batch.count(Command::Rel);
+        batch.count_with_outcome(Command::Get, Outcome::Ok);
+        batch.count_with_outcome(Command::Get, Outcome::NotFound);
+        batch.count_with_outcome(Command::Get, Outcome::Ok);
+        batch.count_with_outcome(Command::Rel, Outcome::Stale);
+        batch.count(Command::Quit);
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::Ok), 0, "nothing is added request by request");
+        batch.add_outcomes(&telemetry);
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::Ok), 2, "outcomes are added before the replies go");
+        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 0, "latency only once they went");
         batch.finish(&telemetry);
-        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 2);
+        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 3);
         assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Rel).count, 1);
+        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Quit).count, 1);
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::Ok), 2);
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::NotFound), 1);
+        assert_eq!(telemetry.outcomes_of(Command::Rel, Outcome::Stale), 1);
+        assert_eq!(telemetry.outcomes_of(Command::Rel, Outcome::Ok), 0);
+        batch.start();
+        batch.count_with_outcome(Command::Get, Outcome::Ok);
         batch.finish(&telemetry);
-        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 2, "finishing cleared the batch");
+        assert_eq!(telemetry.latency_of(Frontend::Tcp, Command::Get).count, 4, "finishing cleared the batch");
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::Ok), 3, "finishing cleared the batch");
+        assert_eq!(telemetry.outcomes_of(Command::Get, Outcome::NotFound), 1, "finishing cleared the batch");
     }
 }
