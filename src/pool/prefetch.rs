@@ -6,14 +6,27 @@
 //! target feature (SSE) that every x86_64 CPU has. A prefetch reads nothing into the program and never
 //! faults, and here it is only ever given the address of a live reference.
 
-/// Starts loading the cache line that holds `value`. Does nothing on other architectures.
+/// Starts loading every cache line that holds part of `value` (for a value of at most 64 bytes, the line
+/// its first byte is in, and the next if it straddles two). Does nothing on other architectures.
+///
+/// Both lines matter: a large buffer from the allocator starts 16 bytes into a page, so nearly every
+/// 64-byte record of the pool straddles two lines, and a prefetch of its first line alone leaves the
+/// read of its last bytes (the keep-alive deadline) to wait on memory after all.
 #[inline]
 pub fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of the x86_64 baseline, and a prefetch of any address is harmless.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(value).cast());
+    {
+        let first = std::ptr::from_ref(value).cast::<u8>();
+        // The last byte's line; the same line as the first for a value that does not straddle.
+        let last = first.wrapping_add(std::mem::size_of::<T>().saturating_sub(1));
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch of any address is harmless.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(first.cast());
+            if (first as usize) >> 6 != (last as usize) >> 6 {
+                _mm_prefetch::<_MM_HINT_T0>(last.cast());
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;

@@ -1,11 +1,12 @@
 //! The per-key record kept in the pool's `Records`, and the small types that describe a key's state.
 //!
-//! This struct is paid for once per key, so it is kept lean (64 bytes, one cache line): the id inline,
-//! the keep-alive list links as two `u32` slot numbers, the state as a tag plus one `u32` that means
-//! "position in the free list" or "index in the lease table" depending on the tag, and a `u32` naming
-//! the key's secret, if it has one. What only a leased or delayed key needs (its deadline, timer, token)
-//! lives in the pool's lease table, and what only a key with a secret needs lives in the secret table:
-//! both are as large as the keys that use them, not the pool.
+//! This struct is paid for once per key, so it is kept lean (64 bytes, a cache line's worth, though in
+//! the pool's array most records straddle two lines: see `prefetch.rs`): the id inline, the keep-alive
+//! list links as two `u32` slot numbers, the state as a tag plus one `u32` that means "position in the
+//! free list" or "index in the lease table" depending on the tag, and a `u32` naming the key's secret,
+//! if it has one. What only a leased or delayed key needs (its deadline, timer, token) lives in the
+//! pool's lease table, and what only a key with a secret needs lives in the secret table: both are as
+//! large as the keys that use them, not the pool.
 
 use super::clock::Millis;
 use super::key_id::KeyId;
