@@ -50,7 +50,8 @@ pub struct LeaseTerms {
 /// A key just leased, as a lease reply reports it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Leased<'a> {
-    pub id: KeyId,
+    /// The id in the key's record: the reply copies it from there, in the cache since the lease read it.
+    pub id: &'a KeyId,
     pub token: u64,
     /// The key's secret, if it carries one.
     pub secret: Option<&'a [u8]>,

@@ -487,7 +487,7 @@ impl Pool {
     /// when no key is free.
     pub fn get(&mut self) -> Option<KeyId> {
         match self.lease(LeaseTerms::default(), Duration::ZERO) {
-            LeaseOutcome::Leased(leased) => Some(leased.id),
+            LeaseOutcome::Leased(leased) => Some(*leased.id),
             _ => None,
         }
     }
@@ -1030,7 +1030,7 @@ impl Pool {
     }
 
     fn leased(&self, slot: Slot, token: u64) -> Leased<'_> {
-        Leased { id: self.keys[slot].id, token, secret: self.secret_of(slot) }
+        Leased { id: &self.keys[slot].id, token, secret: self.secret_of(slot) }
     }
 
     fn secret_of(&self, slot: Slot) -> Option<&[u8]> {

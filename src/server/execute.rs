@@ -207,7 +207,7 @@ fn lease(
     };
     let terms = LeaseTerms { block: args.block, holder: session.holder_in(&mut locked.pools, pool) };
     match in_pool(locked, pool).lease(terms, wait) {
-        LeaseOutcome::Leased(leased) => lease_reply(out, form, &leased.id, leased.token, leased.secret),
+        LeaseOutcome::Leased(leased) => lease_reply(out, form, leased.id, leased.token, leased.secret),
         LeaseOutcome::NotFound => {
             reply::word(out, words::NOT_FOUND);
             // The draw may have deleted the pool's last keys (past their keep-alive) on its way.

@@ -18,7 +18,7 @@ fn terms(block_ms: Option<u64>, holder: Option<HolderId>) -> LeaseTerms {
 /// Leases a free key at once on `terms`, which must succeed: its id, token and secret.
 fn lease_on(pool: &mut Pool, terms: LeaseTerms) -> (KeyId, u64, Option<Vec<u8>>) {
     let leased = match pool.lease(terms, Duration::ZERO) {
-        LeaseOutcome::Leased(leased) => (leased.id, leased.token, leased.secret.map(<[u8]>::to_vec)),
+        LeaseOutcome::Leased(leased) => (*leased.id, leased.token, leased.secret.map(<[u8]>::to_vec)),
         other => panic!("expected a lease, got {other:?}"),
     };
     pool.check_invariants();
@@ -453,7 +453,7 @@ fn a_lease_that_may_wait_takes_a_free_key_at_once() {
         let mut pool = pool();
         let id = generate(&mut pool, 1)[0];
         match pool.lease(LeaseTerms::default(), Duration::from_millis(100)) {
-            LeaseOutcome::Leased(leased) => assert_eq!(leased.id, id),
+            LeaseOutcome::Leased(leased) => assert_eq!(*leased.id, id),
             other => panic!("expected a lease, got {other:?}"),
         }
         pool.check_invariants();
@@ -798,7 +798,7 @@ fn a_waiting_lease_during_a_mass_expiry_gets_the_live_key_left_on_the_free_list(
         for _ in 0..20 {
             match pool.lease(LeaseTerms::default(), Duration::from_millis(1000)) {
                 LeaseOutcome::Leased(leased) => {
-                    assert_eq!(leased.id, live);
+                    assert_eq!(*leased.id, live);
                     assert_eq!(pool.release(&live), Release::Released);
                 }
                 LeaseOutcome::Waiting(ticket) => {

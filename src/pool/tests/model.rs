@@ -286,11 +286,11 @@ impl Model {
     fn lease(&mut self, outcome: &LeaseOutcome<'_>, wait: u64, block: Option<u64>, holder: Option<usize>) {
         match outcome {
             LeaseOutcome::Leased(leased) => {
-                let key = self.keys.get(&leased.id).unwrap_or_else(|| panic!("leased {}, not live", leased.id));
+                let key = self.keys.get(leased.id).unwrap_or_else(|| panic!("leased {}, not live", leased.id));
                 assert_eq!(key.place, ModelPlace::Free, "leased {}, which is not free", leased.id);
                 assert_eq!(leased.secret, key.secret.as_deref(), "the secret of {}", leased.id);
                 assert_eq!(leased.token, self.next_token, "the lease's token");
-                self.start_lease(&leased.id, block, holder);
+                self.start_lease(leased.id, block, holder);
                 self.totals.get_hits += 1;
             }
             LeaseOutcome::NotFound => {
