@@ -317,8 +317,12 @@ pub struct Pool {
 
 /// Where fencing tokens come from. Pools of one daemon share one counter, so that a token is larger
 /// than every token the daemon handed out before it, whichever pool it came from.
+///
+/// Only the crate makes one, and only [`Pools`] shares one between pools: every pool sharing a counter
+/// must be used under one lock (see [`TokenCounter::take`]), which `Pools`, kept behind the daemon's
+/// mutex, guarantees. A library user sharing one across threads could get a token twice.
 #[derive(Clone, Debug)]
-pub struct TokenCounter(Arc<AtomicU64>);
+pub(crate) struct TokenCounter(Arc<AtomicU64>);
 
 impl Default for TokenCounter {
     fn default() -> Self {
@@ -364,8 +368,9 @@ impl Pool {
         Pool::with_parts(config, ids, TokenCounter::default())
     }
 
-    /// An empty pool drawing ids from `ids` and fencing tokens from `tokens`.
-    pub fn with_parts(mut config: PoolConfig, ids: KeyIdGenerator, tokens: TokenCounter) -> Pool {
+    /// An empty pool drawing ids from `ids` and fencing tokens from `tokens`, which every pool sharing
+    /// it must only be used under the same lock as this one.
+    pub(crate) fn with_parts(mut config: PoolConfig, ids: KeyIdGenerator, tokens: TokenCounter) -> Pool {
         config.max_keys = config.max_keys.min(MAX_POOL_KEYS);
         let clock = Clock::start();
         let mut timers = DelayQueue::new();

@@ -6,8 +6,9 @@
 //! target feature (SSE) that every x86_64 CPU has. A prefetch reads nothing into the program and never
 //! faults, and here it is only ever given the address of a live reference.
 
-/// Starts loading every cache line that holds part of `value` (for a value of at most 64 bytes, the line
-/// its first byte is in, and the next if it straddles two). Does nothing on other architectures.
+/// Starts loading the cache lines of `value`'s first and last bytes: all of it, for a value of up to 64
+/// bytes (which straddles two lines at most), as every value prefetched here is. Does nothing on other
+/// architectures.
 ///
 /// Both lines matter: a large buffer from the allocator starts 16 bytes into a page, so nearly every
 /// 64-byte record of the pool straddles two lines, and a prefetch of its first line alone leaves the

@@ -282,6 +282,10 @@ mod tests {
     fn outcomes_are_read_from_the_reply_word() {
         assert_eq!(Outcome::of_reply(b"KEY abc\r\n"), Outcome::Ok);
         assert_eq!(Outcome::of_reply(b"END 0\r\n"), Outcome::Ok);
+        assert_eq!(Outcome::of_reply(b"RELEASED\r\n"), Outcome::Ok);
+        assert_eq!(Outcome::of_reply(b"PONG\r\n"), Outcome::Ok);
+        assert_eq!(Outcome::of_reply(b"STAT pid 1\r\nEND\r\n"), Outcome::Ok, "S, but not an error word");
+        assert_eq!(Outcome::of_reply(b""), Outcome::Ok, "no reply at all");
         assert_eq!(Outcome::of_reply(b"NOT_FOUND\r\n"), Outcome::NotFound);
         assert_eq!(Outcome::of_reply(b"NOT_BLOCKED\r\n"), Outcome::NotBlocked);
         assert_eq!(Outcome::of_reply(b"STALE\r\n"), Outcome::Stale);
