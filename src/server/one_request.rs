@@ -2,9 +2,9 @@
 //! engine, and the end of a wait, which both front ends share.
 //!
 //! [`run_one`] is the whole life of one request in one place: lock, [`execute`], unlock, count its
-//! outcome (or, if it waits for a key, sleep without the lock until the pool answers, and count that). Whatever must happen between the
-//! engine's answer and the reply leaving (waiting for a change to be durable, say) goes into this one
-//! function, and every route of the gateway gets it.
+//! outcome (or, if it waits for a key, sleep without the lock until the pool answers, and count that).
+//! Whatever must happen between the engine's answer and the reply leaving (waiting for a change to be
+//! durable, say) goes into this one function, and every route of the gateway gets it.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
